@@ -1,0 +1,80 @@
+//! Sans-IO core of the Stripe fulfillment worker.
+//!
+//! Verified Stripe events arrive in any order, duplicated, concurrently. The worker
+//! deduplicates them by event id, loads the order row, calls [`apply`], writes the new
+//! [`Order`] back, records the [`Transition`] and puts the [`OrderMessage`] into the
+//! outbox, all in one transaction. This crate holds everything in that loop that is not
+//! IO: [`parse_envelope`] / [`parse_event`], the state machine ([`decide`], [`apply`]) and
+//! a reference [`Model`] of the whole worker that tests use as an oracle.
+//!
+//! # Why a precedence instead of a transition table
+//!
+//! Stripe guarantees neither order nor exactly-once delivery, so the end state must be a
+//! function of the *set* of events received, not of their sequence. Each status has a
+//! rank and an event only moves an order *up*:
+//!
+//! | status             | rank |
+//! |--------------------|------|
+//! | (order not seen)   | 0    |
+//! | `awaiting_payment` | 1    |
+//! | `expired`          | 2    |
+//! | `payment_failed`   | 3    |
+//! | `paid`             | 4    |
+//!
+//! The status is the maximum of the events' target statuses, which is commutative,
+//! associative and idempotent: any permutation with any duplication ends in the same
+//! state. The ranks encode the business rules:
+//!
+//! - `paid` is highest, so it is terminal: nothing (a late `expired`, a stray failure)
+//!   takes a paid order away from fulfillment, and `expired` never overrides `paid`.
+//! - `awaiting_payment` is lowest: a `checkout.session.completed` with `unpaid` that is
+//!   delivered late (after the failure or expiry it preceded) must not resurrect the
+//!   order as awaiting payment.
+//! - `payment_failed` outranks `expired`: a failed delayed payment is the more
+//!   specific outcome to report.
+//!
+//! Because the rank strictly increases on every transition, each status is entered at
+//! most once per order. So `"{order_id}/{status}"` is a stable, unique message id
+//! ([`OrderMessage::message_id`]); a `UNIQUE` constraint on it doubles as a guard, and
+//! there is exactly one `order.paid` per paid order, ever.
+//!
+//! One consequence, by design: *intermediate* messages depend on arrival order. If the
+//! `paid` event arrives first, no `order.awaiting_payment` is sent afterwards — telling
+//! downstream "awaiting payment" after "paid" would be wrong. The message for the end
+//! status and `order.paid` are order-independent.
+//!
+//! # Merging order details
+//!
+//! Details (amount, currency, email, ids) are merged into the order on every event,
+//! stale or not, by a rule that needs no bookkeeping beyond the order row:
+//!
+//! - A Checkout Session event overwrites each detail for which it carries a value
+//!   (`null` never erases): the session is what the customer saw at checkout.
+//! - A PaymentIntent event only fills details that are still unknown (e.g. when it
+//!   arrives before its session).
+//! - `livemode` is sticky: true once any event says so.
+//! - When an order has several Checkout Sessions (a retried checkout), a *stale* event
+//!   of a session other than the recorded one changes nothing, so an abandoned session
+//!   cannot repaint an order paid through another one.
+//!
+//! Since all events of one Stripe object agree on a non-null field, the merged details
+//! of an order with one Checkout Session and one PaymentIntent are order-independent too
+//! (the property tests check this). With several sessions per order they follow the
+//! rule above, which may depend on arrival order; statuses and messages never do.
+
+mod envelope;
+mod event;
+mod message;
+mod model;
+mod order;
+mod status;
+
+pub use envelope::{Envelope, EnvelopeError, parse_envelope};
+pub use event::{
+    EventKind, HANDLED_EVENT_TYPES, OrderEvent, ParseError, Parsed, PaymentIntentFacts,
+    SessionFacts, parse_event,
+};
+pub use message::{MessageType, OrderMessage};
+pub use model::{Model, ModelOutcome};
+pub use order::{Applied, Decision, Order, Transition, apply, decide};
+pub use status::{OrderStatus, ParseStatusError, PaymentStatus};
