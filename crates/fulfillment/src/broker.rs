@@ -1,0 +1,230 @@
+//! The AMQP edge: one supervised connection per role, re-established with
+//! backoff whenever the broker goes away, and publishing with confirms.
+//!
+//! We supervise the connection ourselves rather than rely on lapin's
+//! auto-recovery because the receiver must *know* when it is disconnected:
+//! a request arriving then gets 503 at once (Stripe retries), and `/readyz`
+//! says so. A publish is only reported as successful on the broker's ack.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+
+/// What to do on a fresh channel before it is handed out: enable confirms,
+/// declare the topology, start consumers.
+pub type Setup =
+    Arc<dyn Fn(Channel) -> Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>> + Send + Sync>;
+
+/// A broker connection that heals itself. Cheap to clone.
+#[derive(Clone)]
+pub struct BrokerLink {
+    channel: watch::Receiver<Option<Channel>>,
+    kick: Arc<Notify>,
+}
+
+impl BrokerLink {
+    /// Starts the supervisor task. It connects in the background, so a
+    /// broker that is down at start is retried and logged, never fatal.
+    pub fn start(url: String, role: &'static str, setup: Setup, shutdown: Shutdown) -> BrokerLink {
+        let (tx, rx) = watch::channel(None);
+        let kick = Arc::new(Notify::new());
+        tokio::spawn(supervise(url, role, setup, tx, kick.clone(), shutdown));
+        BrokerLink { channel: rx, kick }
+    }
+
+    /// The open channel, if the broker is reachable right now.
+    pub fn channel(&self) -> Option<Channel> {
+        self.channel
+            .borrow()
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.channel().is_some()
+    }
+
+    /// Tells the supervisor that an operation failed, so it checks the
+    /// connection now instead of at its next poll.
+    pub fn report_failure(&self) {
+        self.kick.notify_one();
+    }
+}
+
+const HEALTH_POLL: Duration = Duration::from_millis(250);
+
+fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
+async fn supervise(
+    url: String,
+    role: &'static str,
+    setup: Setup,
+    tx: watch::Sender<Option<Channel>>,
+    kick: Arc<Notify>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let connect = || open(&url, role, setup.clone());
+        let opened = connect.retry(reconnect_backoff()).notify(|err, delay| {
+            warn!(role, error = %err, retry_in_ms = delay.as_millis() as u64, "broker unavailable");
+        });
+        let (conn, channel) = tokio::select! {
+            r = opened => match r {
+                Ok(pair) => pair,
+                Err(_) => unreachable!("retries forever"),
+            },
+            _ = shutdown.wait() => return,
+        };
+        info!(role, "broker connected");
+        metrics::gauge!(m::BROKER_UP, "role" => role).set(1.0);
+        let _ = tx.send(Some(channel.clone()));
+
+        loop {
+            tokio::select! {
+                _ = kick.notified() => {}
+                _ = tokio::time::sleep(HEALTH_POLL) => {}
+                _ = shutdown.wait() => {
+                    let _ = tx.send(None);
+                    let _ = conn.close(200, ShortString::from("shutting down")).await;
+                    return;
+                }
+            }
+            if !(conn.status().connected() && channel.status().connected()) {
+                break;
+            }
+        }
+        warn!(role, "broker connection lost; reconnecting");
+        metrics::gauge!(m::BROKER_UP, "role" => role).set(0.0);
+        let _ = tx.send(None);
+        let _ = conn.close(320, ShortString::from("reconnecting")).await;
+    }
+}
+
+async fn open(url: &str, role: &'static str, setup: Setup) -> lapin::Result<(Connection, Channel)> {
+    let props =
+        ConnectionProperties::default().with_connection_name(format!("fulfillment-{role}").into());
+    let conn = Connection::connect(url, props).await?;
+    let channel = conn.create_channel().await?;
+    setup(channel.clone()).await?;
+    Ok((conn, channel))
+}
+
+/// Why a publish was not confirmed. Every variant means "not durably
+/// accepted": the caller must not claim success.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker not connected")]
+    NotConnected,
+    #[error("broker channel error: {0}")]
+    Channel(#[from] lapin::Error),
+    #[error("broker did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("broker nacked the message")]
+    Nacked,
+    #[error("broker returned the message as unroutable")]
+    Returned,
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+}
+
+impl PublishError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishError::NotConnected => "not_connected",
+            PublishError::Channel(_) => "channel_error",
+            PublishError::ConfirmTimeout(_) => "confirm_timeout",
+            PublishError::Nacked => "nacked",
+            PublishError::Returned => "returned",
+            PublishError::NameTooLong => "name_too_long",
+        }
+    }
+}
+
+/// Publishes with confirms. Many publishes may be in flight at once on the
+/// one channel: each caller awaits only its own confirm.
+#[derive(Clone)]
+pub struct Publisher {
+    link: BrokerLink,
+    confirm_timeout: Duration,
+}
+
+/// One message to publish.
+pub struct Outgoing<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+    /// Ask the broker to return the message if no queue is bound for it.
+    pub mandatory: bool,
+}
+
+impl Publisher {
+    pub fn new(link: BrokerLink, confirm_timeout: Duration) -> Publisher {
+        Publisher {
+            link,
+            confirm_timeout,
+        }
+    }
+
+    pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
+        let started = std::time::Instant::now();
+        let result = self.publish_inner(msg).await;
+        metrics::histogram!(m::PUBLISH_CONFIRM_SECONDS).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn publish_inner(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
+        let channel = self.link.channel().ok_or(PublishError::NotConnected)?;
+        let exchange = ShortString::try_new(msg.exchange).map_err(|_| PublishError::NameTooLong)?;
+        let key = ShortString::try_new(msg.routing_key).map_err(|_| PublishError::NameTooLong)?;
+        let options = BasicPublishOptions {
+            mandatory: msg.mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = channel
+            .basic_publish(exchange, key, options, msg.body, msg.properties)
+            .await
+            .inspect_err(|_| self.link.report_failure())?;
+        match tokio::time::timeout(self.confirm_timeout, confirm).await {
+            Err(_) => {
+                self.link.report_failure();
+                Err(PublishError::ConfirmTimeout(self.confirm_timeout))
+            }
+            Ok(Err(e)) => {
+                self.link.report_failure();
+                Err(PublishError::Channel(e))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            // Confirms are enabled in every Setup that publishes; reaching
+            // this means they were not, and an unconfirmed publish is not a success.
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        }
+    }
+}
+
+/// Setup step shared by every publishing role.
+pub async fn enable_confirms(channel: &Channel) -> lapin::Result<()> {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+}

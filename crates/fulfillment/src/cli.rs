@@ -1,0 +1,151 @@
+//! Command line and environment: every flag has an environment variable, so
+//! the same binary is configured the same way on a laptop and in Kubernetes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fulfillment",
+    version,
+    about = "Stripe webhook ingestion and order fulfillment"
+)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receiver, worker pool and outbox relay in one process (the default way to run).
+    Serve(ServeArgs),
+    /// Only the HTTP receiver (scale it behind a load balancer).
+    Receiver(ReceiverCmd),
+    /// Creates the database if missing, applies migrations, declares the AMQP topology. Idempotent.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub receiver: ReceiverArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiverCmd {
+    #[command(flatten)]
+    pub receiver: ReceiverArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AmqpArgs {
+    /// RabbitMQ URL; its vhost is honoured (`%2f` is the default vhost).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// How long the receiver waits for the broker's publisher confirm before answering 503.
+    #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
+    pub publish_confirm_timeout_ms: u64,
+}
+
+impl AmqpArgs {
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_confirm_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. `migrate` creates the database if it is missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/fulfillment",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReceiverArgs {
+    /// Address of the webhook endpoint and health checks.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// One or more Stripe endpoint secrets (`whsec_...`), comma-separated while rotating.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// Allowed clock skew between Stripe's timestamp and ours, both directions.
+    #[arg(long, env = "SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
+    pub signature_tolerance_secs: u64,
+
+    /// Larger bodies get 413 without being read whole.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+
+    /// Connections served at once; further clients wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time a client has to send the request headers.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Time a client has to send the request body.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Prometheus `/metrics` listener, separate from the webhook endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownArgs {
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}

@@ -1,0 +1,104 @@
+//! The PostgreSQL edge: creating the database, migrations, the pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tracing::{info, warn};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+pub fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    // The URL may hold a password: name the setting, never echo the value.
+    PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: not a valid PostgreSQL URL: {e}"))
+}
+
+/// Creates the database named in `url` if it does not exist. Several replicas
+/// may race here: losing the race (duplicate database) is success.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let target = options(url)?;
+    let name = target
+        .get_database()
+        .context("DATABASE_URL names no database")?
+        .to_owned();
+    let admin_options = target.clone().database("postgres");
+    let mut admin = retry_connect(|| {
+        let options = admin_options.clone();
+        async move { options.connect().await }
+    })
+    .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&sql).execute(&mut admin).await {
+            Ok(_) => info!(database = %name, "database created"),
+            Err(e) if is_duplicate_database(&e) => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    admin.close().await.ok();
+    Ok(())
+}
+
+fn is_duplicate_database(e: &sqlx::Error) -> bool {
+    // 42P04 duplicate_database; 23505 when two CREATEs race on the catalog index.
+    matches!(e.as_database_error().and_then(|d| d.code()), Some(c) if c == "42P04" || c == "23505")
+}
+
+/// Applies pending migrations. sqlx holds an advisory lock meanwhile, so
+/// concurrent `migrate` runs wait for each other instead of colliding.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")?;
+    Ok(())
+}
+
+/// A pool that connects lazily; the first use after start is retried with
+/// backoff by the callers, so a database that is down at start is not fatal.
+pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = options(url)?.log_statements(tracing::log::LevelFilter::Debug);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
+/// Retries `connect` with backoff until it succeeds, logging each failure.
+pub async fn retry_connect<T, F, Fut>(connect: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .with_max_times(8);
+    connect
+        .retry(backoff)
+        .when(is_transient)
+        .notify(|e, delay| warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database unavailable"))
+        .await
+        .context("connecting to the database")
+}
+
+/// Errors worth retrying: the database is unreachable or restarting.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            // serialization_failure, deadlock_detected, admin_shutdown,
+            // crash_shutdown, cannot_connect_now, too_many_connections
+            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
+        ),
+        _ => false,
+    }
+}

@@ -1,0 +1,43 @@
+//! One shutdown signal shared by every task of the process.
+
+use tokio::sync::watch;
+
+/// Cheap to clone; `wait` resolves once shutdown has begun.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+pub fn channel() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger { tx }, Shutdown { rx })
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+impl Shutdown {
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        // An error means the trigger is gone, which only happens on exit.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn os_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+}

@@ -1,0 +1,118 @@
+//! Looking at what reached the broker: a private queue bound to an exchange.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+pub use lapin::message::BasicGetMessage;
+
+/// An exclusive, auto-deleted queue bound to `exchange` with `binding`.
+pub struct Tap {
+    _conn: Connection,
+    channel: Channel,
+    queue: String,
+}
+
+impl Tap {
+    /// Binds after the exchange exists: pass a URL whose vhost a service has
+    /// already declared its topology in (or declare it yourself first).
+    pub async fn bind(amqp_url: &str, exchange: &str, binding: &str) -> Tap {
+        let conn = Connection::connect(amqp_url, ConnectionProperties::default())
+            .await
+            .expect("test connection to RabbitMQ");
+        let channel = conn.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap queue")
+            .name()
+            .to_string();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap binding");
+        Tap {
+            _conn: conn,
+            channel,
+            queue,
+        }
+    }
+
+    /// The next message, or None after `within`.
+    pub async fn next(&self, within: Duration) -> Option<BasicGetMessage> {
+        next_from(&self.channel, &self.queue, within).await
+    }
+
+    /// Every message that arrives until `quiet` passes without one.
+    pub async fn drain(&self, quiet: Duration) -> Vec<BasicGetMessage> {
+        let mut all = Vec::new();
+        while let Some(m) = self.next(quiet).await {
+            all.push(m);
+        }
+        all
+    }
+}
+
+/// Gets (and acks) the next message of any queue, polling until `within`.
+pub async fn next_from(
+    channel: &Channel,
+    queue: &str,
+    within: Duration,
+) -> Option<BasicGetMessage> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get");
+        if let Some(message) = got {
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            return Some(message);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Messages ready in `queue` (passive declare), without consuming them.
+pub async fn queue_depth(amqp_url: &str, queue: &str) -> u32 {
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .expect("test connection");
+    let channel = conn.create_channel().await.expect("channel");
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue exists");
+    let _ = conn.close(200, "bye".into()).await;
+    q.message_count()
+}
