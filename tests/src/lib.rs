@@ -4,7 +4,9 @@
 //! nothing behind.
 
 pub mod amqp;
+pub mod db;
 pub mod env;
+pub mod events;
 pub mod http;
 pub mod proxy;
 pub mod service;
@@ -57,4 +59,31 @@ pub fn checkout_completed(event_id: &str, order_id: &str, payment_status: &str) 
 pub fn shared_fixtures() -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/stripe");
     dir.is_dir().then_some(dir)
+}
+
+/// Runs `fulfillment migrate` for `env` (with `extra` settings) and asserts it succeeded.
+pub fn migrate(env: &TestEnv, extra: &[(&str, &str)]) {
+    let mut cmd = service::command(env, &["migrate"]);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run migrate");
+    assert!(
+        out.status.success(),
+        "migrate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a `fulfillment` CLI command for `env`; returns (success, stdout).
+pub fn cli(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = service::command(env, args);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run fulfillment");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

@@ -31,16 +31,56 @@ pub type Setup =
 pub struct BrokerLink {
     channel: watch::Receiver<Option<Channel>>,
     kick: Arc<Notify>,
+    stop: Arc<crate::shutdown::ShutdownTrigger>,
+    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl BrokerLink {
     /// Starts the supervisor task. It connects in the background, so a
     /// broker that is down at start is retried and logged, never fatal.
-    pub fn start(url: String, role: &'static str, setup: Setup, shutdown: Shutdown) -> BrokerLink {
+    pub fn start(url: String, role: &'static str, setup: Setup) -> BrokerLink {
         let (tx, rx) = watch::channel(None);
         let kick = Arc::new(Notify::new());
-        tokio::spawn(supervise(url, role, setup, tx, kick.clone(), shutdown));
-        BrokerLink { channel: rx, kick }
+        // The link has a stop signal of its own: the process's shutdown must
+        // not close the connection before in-flight work has acked.
+        let (stop, stopped) = crate::shutdown::channel();
+        let task = tokio::spawn(supervise(url, role, setup, tx, kick.clone(), stopped));
+        BrokerLink {
+            channel: rx,
+            kick,
+            stop: Arc::new(stop),
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// Closes the connection (after the users of the link are done).
+    pub async fn close(&self) {
+        self.stop.trigger();
+        let task = self.task.lock().expect("not poisoned").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until a channel is open.
+    pub async fn wait_up(&self) -> Channel {
+        let mut rx = self.channel.clone();
+        loop {
+            if let Some(c) = self.channel() {
+                return c;
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(HEALTH_POLL) => {}
+            }
+        }
+    }
+
+    /// Resolves once the current channel is gone.
+    pub async fn closed(&self) {
+        while self.channel().is_some() {
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
     }
 
     /// The open channel, if the broker is reachable right now.
@@ -182,6 +222,10 @@ impl Publisher {
             link,
             confirm_timeout,
         }
+    }
+
+    pub fn link(&self) -> &BrokerLink {
+        &self.link
     }
 
     pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {

@@ -33,14 +33,91 @@ pub enum Command {
     Serve(ServeArgs),
     /// Only the HTTP receiver (scale it behind a load balancer).
     Receiver(ReceiverCmd),
+    /// Only the workers and the outbox relay (scale by running more).
+    Worker(WorkerCmd),
     /// Creates the database if missing, applies migrations, declares the AMQP topology. Idempotent.
     Migrate(MigrateArgs),
+    /// Inspect and replay dead letters.
+    Dlq(DlqCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerCmd {
+    /// Address of `/healthz` and `/readyz`.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Events handled at once by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
+    pub worker_concurrency: usize,
+
+    /// Unacknowledged deliveries the broker may push to this process.
+    #[arg(long, env = "WORKER_PREFETCH", default_value_t = 200)]
+    pub worker_prefetch: u16,
+
+    /// Delay tiers for failed events, shortest first (units ms, s, m, h); after the last, the DLQ.
+    #[arg(long, env = "RETRY_DELAYS", default_value = "1s,10s,1m,5m")]
+    pub retry_delays: String,
+
+    /// PostgreSQL connections this process may open.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+
+    /// Outbox messages the relay publishes per transaction.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 200)]
+    pub outbox_batch_size: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqCmd {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Lists dead letters: event id, type, attempts, age, error.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Shows one dead letter in full, by event id.
+    Show { id: String },
+    /// Puts dead letters back on the work queue (dedup makes replaying a success harmless).
+    Replay {
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Event ids to replay.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+    },
+    /// Deletes every dead letter.
+    Purge,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub receiver: ReceiverArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
@@ -65,6 +142,9 @@ pub struct ReceiverCmd {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// Retry tiers to declare (the workers' RETRY_DELAYS).
+    #[arg(long, env = "RETRY_DELAYS", default_value = "1s,10s,1m,5m")]
+    pub retry_delays: String,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]

@@ -89,16 +89,34 @@ where
         .context("connecting to the database")
 }
 
-/// Errors worth retrying: the database is unreachable or restarting.
+/// Errors worth retrying: the database is unreachable, restarting, or the
+/// transaction lost a race.
 pub fn is_transient(e: &sqlx::Error) -> bool {
+    is_unavailable(e) || is_conflict(e)
+}
+
+/// The database is down, restarting or out of connections: waiting helps,
+/// and the event itself is not at fault.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(d) => matches!(
-            d.code().as_deref(),
-            // serialization_failure, deadlock_detected, admin_shutdown,
-            // crash_shutdown, cannot_connect_now, too_many_connections
-            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
-        ),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // admin_shutdown, crash_shutdown, cannot_connect_now,
+            // too_many_connections, and the connection_exception class.
+            matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300") || c.starts_with("08")
+        }),
         _ => false,
     }
+}
+
+/// Serialization failure or deadlock: retrying the transaction at once helps.
+pub fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(
+        e.as_database_error().and_then(|d| d.code()).as_deref(),
+        Some("40001" | "40P01")
+    )
 }

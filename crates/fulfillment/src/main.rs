@@ -3,11 +3,18 @@
 mod broker;
 mod cli;
 mod db;
+mod dlq;
+mod health;
 mod http;
 mod metrics;
 mod receiver;
+mod relay;
+mod retry;
 mod shutdown;
+mod store;
+mod time_fmt;
 mod topology;
+mod worker;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -19,7 +26,12 @@ use clap::Parser;
 use tracing::{error, info};
 
 use crate::broker::{BrokerLink, Publisher, Setup};
-use crate::cli::{AmqpArgs, Cli, Command, LogFormat, MetricsArgs, ReceiverArgs, ShutdownArgs};
+use crate::cli::{
+    AmqpArgs, Cli, Command, DatabaseArgs, DlqAction, LogFormat, MetricsArgs, ReceiverArgs,
+    ShutdownArgs, WorkerArgs,
+};
+use crate::health::DbHealth;
+use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 
 fn main() -> ExitCode {
@@ -75,17 +87,195 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => {
-            // The worker pool joins `serve` with the fulfil issue; until
-            // then serve is the receiver, with the database checked at start.
-            db::options(&args.database.database_url)?;
-            run_receiver(args.receiver, args.amqp, args.metrics, args.shutdown).await
+        Command::Serve(a) => {
+            let http_addr = a.receiver.http_addr;
+            run_service(Roles {
+                http_addr,
+                receiver: Some(a.receiver),
+                worker: Some((a.worker, a.database)),
+                amqp: a.amqp,
+                metrics: a.metrics,
+                shutdown: a.shutdown,
+            })
+            .await
         }
-        Command::Receiver(args) => {
-            run_receiver(args.receiver, args.amqp, args.metrics, args.shutdown).await
+        Command::Receiver(a) => {
+            let http_addr = a.receiver.http_addr;
+            run_service(Roles {
+                http_addr,
+                receiver: Some(a.receiver),
+                worker: None,
+                amqp: a.amqp,
+                metrics: a.metrics,
+                shutdown: a.shutdown,
+            })
+            .await
+        }
+        Command::Worker(a) => {
+            run_service(Roles {
+                http_addr: a.http_addr,
+                receiver: None,
+                worker: Some((a.worker, a.database)),
+                amqp: a.amqp,
+                metrics: a.metrics,
+                shutdown: a.shutdown,
+            })
+            .await
         }
         Command::Migrate(args) => migrate(args).await,
+        Command::Dlq(args) => dlq(args).await,
     }
+}
+
+/// Which parts of the pipeline this process runs.
+struct Roles {
+    http_addr: std::net::SocketAddr,
+    receiver: Option<ReceiverArgs>,
+    worker: Option<(WorkerArgs, DatabaseArgs)>,
+    amqp: AmqpArgs,
+    metrics: MetricsArgs,
+    shutdown: ShutdownArgs,
+}
+
+/// Validated worker configuration.
+struct WorkerConfig {
+    args: WorkerArgs,
+    database_url: String,
+    policy: RetryPolicy,
+}
+
+fn worker_config(args: WorkerArgs, database: DatabaseArgs) -> anyhow::Result<WorkerConfig> {
+    db::options(&database.database_url)?;
+    let policy =
+        RetryPolicy::parse(&args.retry_delays).map_err(|e| anyhow::anyhow!("RETRY_DELAYS: {e}"))?;
+    if args.worker_concurrency == 0 {
+        anyhow::bail!("WORKER_CONCURRENCY: must be at least 1");
+    }
+    if args.worker_prefetch == 0 {
+        anyhow::bail!("WORKER_PREFETCH: must be at least 1 (0 would mean unlimited)");
+    }
+    if args.outbox_batch_size < 1 {
+        anyhow::bail!("OUTBOX_BATCH_SIZE: must be at least 1");
+    }
+    Ok(WorkerConfig {
+        args,
+        database_url: database.database_url,
+        policy,
+    })
+}
+
+async fn run_service(roles: Roles) -> anyhow::Result<()> {
+    // Every setting is checked before anything starts.
+    let verifier = roles.receiver.as_ref().map(verifier).transpose()?;
+    check_amqp_url(&roles.amqp)?;
+    let worker_cfg = roles.worker.map(|(w, d)| worker_config(w, d)).transpose()?;
+    let prometheus = metrics::install()?;
+    // Bind both listeners before connecting anywhere: an address in use is a
+    // configuration error and must fail at once.
+    let http_listener = http::bind(roles.http_addr, "HTTP_ADDR").await?;
+    let metrics_listener = http::bind(roles.metrics.metrics_addr, "METRICS_ADDR").await?;
+    let grace = Duration::from_secs(roles.shutdown.shutdown_grace_secs);
+
+    let shutdown = start_signal_listener();
+    let url = roles.amqp.amqp_url.clone();
+    let mut links: Vec<BrokerLink> = Vec::new();
+    let mut tasks = Vec::new();
+    let mut db_health = None;
+
+    let receiver = match (verifier, &roles.receiver) {
+        (Some(verifier), Some(args)) => {
+            let link = BrokerLink::start(url.clone(), "receiver", publisher_setup(&[]));
+            links.push(link.clone());
+            Some(receiver::Receiver {
+                verifier,
+                max_body_bytes: args.max_body_bytes,
+                body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+                publisher: Publisher::new(link, roles.amqp.confirm_timeout()),
+            })
+        }
+        _ => None,
+    };
+
+    if let Some(cfg) = worker_cfg {
+        let pool = db::pool(&cfg.database_url, cfg.args.database_max_connections)?;
+        let health = DbHealth::new();
+        db_health = Some(health.clone());
+        tasks.push(tokio::spawn(health::watch_database(
+            pool.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )));
+
+        let worker_link =
+            BrokerLink::start(url.clone(), "worker", publisher_setup(cfg.policy.delays()));
+        let relay_link = BrokerLink::start(url.clone(), "relay", publisher_setup(&[]));
+        links.push(worker_link.clone());
+        links.push(relay_link.clone());
+        let worker = Arc::new(worker::Worker {
+            pool: pool.clone(),
+            link: worker_link.clone(),
+            publisher: Publisher::new(worker_link, roles.amqp.confirm_timeout()),
+            policy: cfg.policy,
+            concurrency: cfg.args.worker_concurrency,
+            prefetch: cfg.args.worker_prefetch,
+            db: health,
+            shutdown_grace: grace,
+        });
+        tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+        let relay = relay::Relay {
+            pool,
+            publisher: Publisher::new(relay_link.clone(), roles.amqp.confirm_timeout()),
+            batch_size: cfg.args.outbox_batch_size,
+        };
+        tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        tasks.push(tokio::spawn(health::watch_queues(
+            relay_link,
+            shutdown.clone(),
+        )));
+    }
+
+    let ready_links = links.clone();
+    let endpoints = Arc::new(receiver::Endpoints {
+        receiver,
+        ready: Box::new(move || {
+            ready_links.iter().all(BrokerLink::is_up)
+                && db_health.as_ref().is_none_or(DbHealth::is_up)
+        }),
+    });
+    let limits = match &roles.receiver {
+        Some(args) => http::Limits {
+            max_connections: args.max_connections,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            shutdown_grace: grace,
+        },
+        None => http::Limits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            shutdown_grace: grace,
+        },
+    };
+    let metrics_server = tokio::spawn(serve_metrics(
+        metrics_listener,
+        prometheus,
+        shutdown.clone(),
+    ));
+    http::serve(
+        http_listener,
+        "http",
+        move |req| endpoints.clone().handle(req),
+        limits,
+        shutdown,
+    )
+    .await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    for link in &links {
+        link.close().await;
+    }
+    metrics_server.await.ok();
+    info!("stopped");
+    Ok(())
 }
 
 /// Validated receiver configuration: every check that can fail on bad
@@ -129,65 +319,17 @@ fn start_signal_listener() -> Shutdown {
     shutdown
 }
 
-fn publisher_setup() -> Setup {
-    Arc::new(|channel| {
+/// Every link publishes with confirms and declares the topology it relies on
+/// (with `retry_delays`, the retry tiers too).
+fn publisher_setup(retry_delays: &[Duration]) -> Setup {
+    let delays: Arc<[Duration]> = retry_delays.into();
+    Arc::new(move |channel| {
+        let delays = delays.clone();
         Box::pin(async move {
             broker::enable_confirms(&channel).await?;
-            topology::declare(&channel).await
+            topology::declare(&channel, &delays).await
         })
     })
-}
-
-async fn run_receiver(
-    args: ReceiverArgs,
-    amqp: AmqpArgs,
-    metrics_args: MetricsArgs,
-    shutdown_args: ShutdownArgs,
-) -> anyhow::Result<()> {
-    let verifier = verifier(&args)?;
-    check_amqp_url(&amqp)?;
-    let prometheus = metrics::install()?;
-    // Bind both listeners before connecting anywhere: an address in use is a
-    // configuration error and must fail at once.
-    let http_listener = http::bind(args.http_addr, "HTTP_ADDR").await?;
-    let metrics_listener = http::bind(metrics_args.metrics_addr, "METRICS_ADDR").await?;
-
-    let shutdown = start_signal_listener();
-    let link = BrokerLink::start(
-        amqp.amqp_url.clone(),
-        "receiver",
-        publisher_setup(),
-        shutdown.clone(),
-    );
-    let publisher = Publisher::new(link.clone(), amqp.confirm_timeout());
-    let receiver = Arc::new(receiver::Receiver {
-        verifier,
-        max_body_bytes: args.max_body_bytes,
-        body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
-        publisher,
-        ready: Box::new(move || link.is_up()),
-    });
-    let limits = http::Limits {
-        max_connections: args.max_connections,
-        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
-        shutdown_grace: Duration::from_secs(shutdown_args.shutdown_grace_secs),
-    };
-    let metrics_server = tokio::spawn(serve_metrics(
-        metrics_listener,
-        prometheus,
-        shutdown.clone(),
-    ));
-    http::serve(
-        http_listener,
-        "webhook",
-        move |req| receiver.clone().handle(req),
-        limits,
-        shutdown,
-    )
-    .await;
-    metrics_server.await.ok();
-    info!("stopped");
-    Ok(())
 }
 
 async fn serve_metrics(
@@ -230,23 +372,25 @@ async fn serve_metrics(
 
 async fn migrate(args: cli::MigrateArgs) -> anyhow::Result<()> {
     check_amqp_url(&args.amqp)?;
+    let policy =
+        RetryPolicy::parse(&args.retry_delays).map_err(|e| anyhow::anyhow!("RETRY_DELAYS: {e}"))?;
     db::options(&args.database.database_url)?;
     db::create_database_if_missing(&args.database.database_url).await?;
     let pool = db::pool(&args.database.database_url, 2)?;
     db::migrate(&pool).await?;
     info!("database migrated");
-    declare_topology(&args.amqp.amqp_url).await?;
+    declare_topology(&args.amqp.amqp_url, policy.delays()).await?;
     info!("broker topology declared");
     Ok(())
 }
 
 /// One-shot declaration for `migrate`: retried for a while, then a clear error.
-async fn declare_topology(url: &str) -> anyhow::Result<()> {
+async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Result<()> {
     use backon::{ExponentialBuilder, Retryable};
     let attempt = || async {
         let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
         let channel = conn.create_channel().await?;
-        topology::declare(&channel).await?;
+        topology::declare(&channel, retry_delays).await?;
         conn.close(200, "done".into()).await?;
         Ok::<_, lapin::Error>(())
     };
@@ -260,4 +404,24 @@ async fn declare_topology(url: &str) -> anyhow::Result<()> {
         .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "broker unavailable"))
         .await
         .context("declaring the RabbitMQ topology (AMQP_URL)")
+}
+
+async fn dlq(args: cli::DlqCmd) -> anyhow::Result<()> {
+    check_amqp_url(&args.amqp)?;
+    let url = &args.amqp.amqp_url;
+    let mut out = std::io::stdout().lock();
+    match args.action {
+        DlqAction::List { limit } => dlq::list(url, limit, &mut out).await,
+        DlqAction::Show { id } => match dlq::show(url, &id, &mut out).await? {
+            true => Ok(()),
+            false => anyhow::bail!("no dead letter with event id {id}"),
+        },
+        DlqAction::Replay { all, ids } => {
+            let chosen: std::collections::BTreeSet<String> = ids.into_iter().collect();
+            dlq::replay(url, (!all).then_some(&chosen), &mut out)
+                .await
+                .map(|_| ())
+        }
+        DlqAction::Purge => dlq::purge(url, &mut out).await.map(|_| ()),
+    }
 }

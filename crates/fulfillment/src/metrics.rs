@@ -9,6 +9,17 @@ pub const WEBHOOK_DURATION_SECONDS: &str = "fulfillment_webhook_duration_seconds
 pub const WEBHOOK_IN_FLIGHT: &str = "fulfillment_webhook_in_flight_requests";
 pub const PUBLISH_CONFIRM_SECONDS: &str = "fulfillment_publish_confirm_seconds";
 pub const BROKER_UP: &str = "fulfillment_broker_up";
+pub const EVENTS_PROCESSED_TOTAL: &str = "fulfillment_events_processed_total";
+pub const EVENT_PROCESSING_SECONDS: &str = "fulfillment_event_processing_seconds";
+pub const EVENT_LAG_SECONDS: &str = "fulfillment_event_lag_seconds";
+pub const ORDER_TRANSITIONS_TOTAL: &str = "fulfillment_order_transitions_total";
+pub const PARKED_RELEASED_TOTAL: &str = "fulfillment_parked_events_released_total";
+pub const RETRIES_TOTAL: &str = "fulfillment_retries_total";
+pub const OUTBOX_PENDING: &str = "fulfillment_outbox_pending";
+pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "fulfillment_outbox_oldest_pending_seconds";
+pub const OUTBOX_PUBLISHED_TOTAL: &str = "fulfillment_outbox_published_total";
+pub const DLQ_DEPTH: &str = "fulfillment_dlq_depth";
+pub const WORK_QUEUE_DEPTH: &str = "fulfillment_work_queue_depth";
 pub const DATABASE_UP: &str = "fulfillment_database_up";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
@@ -17,9 +28,15 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Event lag spans seconds (normal) to days (Stripe retrying for three days).
+const LAG_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 259200.0,
+];
+
 /// Installs the global recorder. Call once per process.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(EVENT_LAG_SECONDS.into()), LAG_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
@@ -44,4 +61,44 @@ fn describe() {
     );
     describe_gauge!(BROKER_UP, "1 while the broker channel is open");
     describe_gauge!(DATABASE_UP, "1 while the database answers");
+    describe_counter!(
+        EVENTS_PROCESSED_TOTAL,
+        "Deliveries handled by the workers, by event type and outcome: applied, stale, duplicate, ignored, unmatched, retried, dead_lettered"
+    );
+    describe_histogram!(
+        EVENT_PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time to handle one delivery"
+    );
+    describe_histogram!(
+        EVENT_LAG_SECONDS,
+        Unit::Seconds,
+        "Processing time minus the Stripe event's created time"
+    );
+    describe_counter!(
+        ORDER_TRANSITIONS_TOTAL,
+        "Order status changes (from=none for a new order)"
+    );
+    describe_counter!(
+        PARKED_RELEASED_TOTAL,
+        "PaymentIntent events applied when the session naming their order arrived"
+    );
+    describe_counter!(
+        RETRIES_TOTAL,
+        "Failed deliveries sent to a delay tier, by tier queue"
+    );
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Outbox messages not yet confirmed by the broker"
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST_PENDING_SECONDS,
+        "Age of the oldest unpublished outbox message"
+    );
+    describe_counter!(
+        OUTBOX_PUBLISHED_TOTAL,
+        "Outbox messages published and confirmed"
+    );
+    describe_gauge!(DLQ_DEPTH, "Messages in stripe.fulfillment.dlq");
+    describe_gauge!(WORK_QUEUE_DEPTH, "Messages ready in stripe.fulfillment");
 }

@@ -33,8 +33,28 @@ pub struct Receiver {
     pub max_body_bytes: usize,
     pub body_read_timeout: Duration,
     pub publisher: Publisher,
+}
+
+/// What a process serves on `HTTP_ADDR`: the webhook (when it receives) and
+/// the health checks (always).
+pub struct Endpoints {
+    pub receiver: Option<Receiver>,
     /// `/readyz`: true while this process can do its job.
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl Endpoints {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        match (req.method(), req.uri().path(), &self.receiver) {
+            (&Method::POST, WEBHOOK_PATH, Some(receiver)) => receiver.webhook(req).await,
+            (_, WEBHOOK_PATH, Some(_)) => method_not_allowed("POST"),
+            (&Method::GET, "/healthz", _) => text(200, "ok\n"),
+            (&Method::GET, "/readyz", _) if (self.ready)() => text(200, "ready\n"),
+            (&Method::GET, "/readyz", _) => text(503, "not ready\n"),
+            (_, "/healthz" | "/readyz", _) => method_not_allowed("GET"),
+            _ => text(404, "not found\n"),
+        }
+    }
 }
 
 /// What happened to one webhook POST; the label is the metric's `outcome`.
@@ -80,19 +100,7 @@ impl Rejection {
 }
 
 impl Receiver {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        match (req.method(), req.uri().path()) {
-            (&Method::POST, WEBHOOK_PATH) => self.webhook(req).await,
-            (_, WEBHOOK_PATH) => method_not_allowed("POST"),
-            (&Method::GET, "/healthz") => text(200, "ok\n"),
-            (&Method::GET, "/readyz") if (self.ready)() => text(200, "ready\n"),
-            (&Method::GET, "/readyz") => text(503, "not ready\n"),
-            (_, "/healthz" | "/readyz") => method_not_allowed("GET"),
-            _ => text(404, "not found\n"),
-        }
-    }
-
-    async fn webhook(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn webhook(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let gauge = metrics::gauge!(m::WEBHOOK_IN_FLIGHT);
         gauge.increment(1.0);

@@ -29,6 +29,10 @@ impl Shutdown {
         // An error means the trigger is gone, which only happens on exit.
         let _ = rx.wait_for(|stop| *stop).await;
     }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -2,11 +2,15 @@
 //! idempotent, so `migrate`, every receiver and every worker do it on start
 //! and a fresh vhost works whichever process comes up first.
 
+use std::time::Duration;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 
 use fulfillment_core::HANDLED_EVENT_TYPES;
+
+use crate::retry;
 
 /// Every verified Stripe event; routing key = event type.
 pub const EVENTS_EXCHANGE: &str = "stripe.events";
@@ -16,6 +20,10 @@ pub const WORK_QUEUE: &str = "stripe.fulfillment";
 pub const DEAD_LETTER_QUEUE: &str = "stripe.fulfillment.dlq";
 /// Messages for downstream services; routing key = message type.
 pub const FULFILLMENT_EXCHANGE: &str = "fulfillment";
+/// Where `fulfillment` sends what no downstream queue is bound for yet, so a
+/// message published before its consumer exists is kept, not dropped.
+pub const UNROUTED_EXCHANGE: &str = "fulfillment.unrouted";
+pub const UNROUTED_QUEUE: &str = "fulfillment.unrouted";
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
@@ -33,6 +41,29 @@ fn quorum_queue_args() -> FieldTable {
     args
 }
 
+/// A retry tier: messages expire after `delay` and are dead-lettered back to
+/// the work queue. Quorum with at-least-once dead-lettering, so the hop back
+/// is itself confirmed inside the broker.
+fn retry_queue_args(delay: Duration) -> FieldTable {
+    let mut args = quorum_queue_args();
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    args.insert(
+        ShortString::from("x-message-ttl"),
+        AMQPValue::LongLongInt(delay.as_millis() as i64),
+    );
+    args.insert(ShortString::from("x-dead-letter-exchange"), text(""));
+    args.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        text(WORK_QUEUE),
+    );
+    args.insert(
+        ShortString::from("x-dead-letter-strategy"),
+        text("at-least-once"),
+    );
+    args.insert(ShortString::from("x-overflow"), text("reject-publish"));
+    args
+}
+
 fn durable_queue() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
@@ -40,19 +71,60 @@ fn durable_queue() -> QueueDeclareOptions {
     }
 }
 
-/// Declares exchanges, queues and bindings. Safe to run concurrently from
-/// several processes: RabbitMQ declarations with equal arguments are no-ops.
-pub async fn declare(channel: &Channel) -> lapin::Result<()> {
-    for exchange in [EVENTS_EXCHANGE, FULFILLMENT_EXCHANGE] {
+/// Declares exchanges, queues and bindings, and one retry queue per delay
+/// in `retry_delays`. Safe to run concurrently from several processes:
+/// RabbitMQ declarations with equal arguments are no-ops.
+pub async fn declare(channel: &Channel, retry_delays: &[Duration]) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            EVENTS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            UNROUTED_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut fulfillment_args = FieldTable::default();
+    fulfillment_args.insert(
+        ShortString::from("alternate-exchange"),
+        AMQPValue::LongString(UNROUTED_EXCHANGE.into()),
+    );
+    channel
+        .exchange_declare(
+            FULFILLMENT_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            fulfillment_args,
+        )
+        .await?;
+    for delay in retry_delays {
         channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Topic,
-                durable_exchange(),
-                FieldTable::default(),
+            .queue_declare(
+                retry::queue_name(*delay).as_str().into(),
+                durable_queue(),
+                retry_queue_args(*delay),
             )
             .await?;
     }
+    channel
+        .queue_declare(UNROUTED_QUEUE.into(), durable_queue(), quorum_queue_args())
+        .await?;
+    channel
+        .queue_bind(
+            UNROUTED_QUEUE.into(),
+            UNROUTED_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     for queue in [WORK_QUEUE, DEAD_LETTER_QUEUE] {
         channel
             .queue_declare(queue.into(), durable_queue(), quorum_queue_args())

@@ -1,0 +1,127 @@
+//! Liveness of the database as the workers see it, and the periodic probes
+//! that feed readiness and the operator's gauges.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::broker::BrokerLink;
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+use crate::topology::{DEAD_LETTER_QUEUE, WORK_QUEUE};
+
+/// Shared "is the database answering" flag. Handlers that hit a connection
+/// error mark it down and wait here instead of failing the event.
+#[derive(Clone)]
+pub struct DbHealth {
+    up: Arc<AtomicBool>,
+    changed: Arc<Notify>,
+}
+
+impl DbHealth {
+    pub fn new() -> DbHealth {
+        DbHealth {
+            up: Arc::new(AtomicBool::new(false)),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, up: bool) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        metrics::gauge!(m::DATABASE_UP).set(if up { 1.0 } else { 0.0 });
+        if was != up {
+            if up {
+                info!("database reachable");
+            } else {
+                warn!("database unreachable; processing paused until it answers");
+            }
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub async fn wait_up(&self) {
+        while !self.is_up() {
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+const PROBE_WHEN_UP: Duration = Duration::from_secs(5);
+const PROBE_WHEN_DOWN: Duration = Duration::from_millis(500);
+
+/// Probes the database until shutdown; also refreshes the outbox gauges.
+pub async fn watch_database(pool: PgPool, health: DbHealth, shutdown: Shutdown) {
+    loop {
+        let probe = tokio::time::timeout(Duration::from_secs(3), outbox_backlog(&pool)).await;
+        match probe {
+            Ok(Ok((pending, oldest))) => {
+                health.set(true);
+                metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
+                metrics::gauge!(m::OUTBOX_OLDEST_PENDING_SECONDS).set(oldest);
+            }
+            _ => health.set(false),
+        }
+        let pause = if health.is_up() {
+            PROBE_WHEN_UP
+        } else {
+            PROBE_WHEN_DOWN
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) \
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Reads the work queue's and the DLQ's depth from the broker.
+pub async fn watch_queues(link: BrokerLink, shutdown: Shutdown) {
+    loop {
+        let channel = tokio::select! {
+            c = link.wait_up() => c,
+            _ = shutdown.wait() => return,
+        };
+        {
+            for (queue, gauge) in [
+                (WORK_QUEUE, m::WORK_QUEUE_DEPTH),
+                (DEAD_LETTER_QUEUE, m::DLQ_DEPTH),
+            ] {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                if let Ok(q) = channel
+                    .queue_declare(queue.into(), passive, FieldTable::default())
+                    .await
+                {
+                    metrics::gauge!(gauge).set(q.message_count() as f64);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The outbox relay: publishes committed outbox rows to the `fulfillment`
+//! exchange with confirms, then marks them sent.
+//!
+//! Rows are claimed with `FOR UPDATE SKIP LOCKED` inside a transaction that
+//! stays open across the publish, so several relays share the work and a
+//! relay that dies mid-batch releases its rows to the next one. A crash
+//! between confirm and commit republishes the row: with the same
+//! `message_id`, which downstream consumers deduplicate on.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+use lapin::BasicProperties;
+use lapin::types::ShortString;
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row};
+use tracing::{debug, warn};
+
+use crate::broker::{Outgoing, Publisher};
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+use crate::topology::FULFILLMENT_EXCHANGE;
+
+pub struct Relay {
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    pub batch_size: i64,
+}
+
+/// How long an idle relay sleeps when no notification arrives: the bound on
+/// latency if a NOTIFY is lost (e.g. while the listener reconnects).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+impl Relay {
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut listener: Option<PgListener> = None;
+        while !shutdown.is_triggered() {
+            match self.publish_batch().await {
+                Ok(n) if n as i64 == self.batch_size => continue,
+                Ok(_) => self.idle(&mut listener, &shutdown).await,
+                Err(e) => {
+                    warn!(error = %e, "outbox relay batch failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn idle(&self, listener: &mut Option<PgListener>, shutdown: &Shutdown) {
+        if listener.is_none() {
+            *listener = listen(&self.pool).await;
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    if l.try_recv().await.is_err() {
+                        *listener = None;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+
+    /// Publishes up to one batch; returns how many rows it claimed.
+    async fn publish_batch(&self) -> anyhow::Result<usize> {
+        if !self.publisher.link().is_up() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, message_id, routing_key, body FROM outbox WHERE published_at IS NULL \
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let publishes = rows.iter().map(|row| {
+            let message_id: &str = row.get("message_id");
+            let routing_key: &str = row.get("routing_key");
+            let body: &[u8] = row.get("body");
+            self.publisher.publish(Outgoing {
+                exchange: FULFILLMENT_EXCHANGE,
+                routing_key,
+                body,
+                properties: properties(message_id, routing_key),
+                mandatory: false,
+            })
+        });
+        let results = join_all(publishes).await;
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        let mut last_error = String::new();
+        for (row, result) in rows.iter().zip(results) {
+            let id: i64 = row.get("id");
+            match result {
+                Ok(()) => sent.push(id),
+                Err(e) => {
+                    last_error = e.to_string();
+                    failed.push(id);
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+        )
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await?;
+        if !failed.is_empty() {
+            warn!(failed = failed.len(), error = %last_error, "outbox messages not confirmed; will retry");
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
+            )
+            .bind(&failed)
+            .bind(&last_error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        metrics::counter!(m::OUTBOX_PUBLISHED_TOTAL).increment(sent.len() as u64);
+        debug!(sent = sent.len(), "outbox batch published");
+        Ok(rows.len())
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen("outbox").await.ok()?;
+    Some(listener)
+}
+
+fn properties(message_id: &str, routing_key: &str) -> BasicProperties {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // message_id is "{order_id}/{status}"; an order id over 255 bytes is cut
+    // by the short-string limit rather than failing the whole batch.
+    let id = ShortString::try_new(message_id)
+        .unwrap_or_else(|_| ShortString::from(truncate(message_id, 255)));
+    BasicProperties::default()
+        .with_message_id(id)
+        .with_type(ShortString::from(routing_key))
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_timestamp(now)
+}
+
+pub fn truncate(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,151 @@
+//! Delayed retries: one queue per delay tier, each with a queue-level TTL that
+//! dead-letters back to the work queue. Per-message TTLs would get stuck
+//! behind longer ones in the same queue; a queue per tier cannot.
+
+use std::time::Duration;
+
+/// The delay tiers, shortest first. A message that fails for the n-th time
+/// waits in tier n; one that fails after the last tier is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    delays: Vec<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait in this tier, then try again.
+    Retry {
+        tier: usize,
+        delay: Duration,
+    },
+    DeadLetter,
+}
+
+impl RetryPolicy {
+    /// Parses `"1s,10s,1m,5m"` (units `ms`, `s`, `m`, `h`).
+    pub fn parse(spec: &str) -> Result<RetryPolicy, String> {
+        let mut delays = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            delays.push(parse_duration(part)?);
+        }
+        if delays.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("delays must grow".into());
+        }
+        Ok(RetryPolicy { delays })
+    }
+
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// Attempts in all: the first plus one per tier.
+    pub fn max_attempts(&self) -> u32 {
+        self.delays.len() as u32 + 1
+    }
+
+    /// Where a message goes after its `failures`-th failure (1-based).
+    pub fn after_failure(&self, failures: u32) -> Next {
+        match self.delays.get(failures.saturating_sub(1) as usize) {
+            Some(&delay) => Next::Retry {
+                tier: failures as usize - 1,
+                delay,
+            },
+            None => Next::DeadLetter,
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h)"))?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be positive"));
+    }
+    Ok(d)
+}
+
+/// The tier's queue name says its delay, so changing the delays creates new
+/// queues instead of clashing with the old ones' fixed arguments.
+pub fn queue_name(delay: Duration) -> String {
+    let ms = delay.as_millis();
+    let human = if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    };
+    format!("{}.retry.{human}", crate::topology::WORK_QUEUE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_routes_failures_through_the_tiers() {
+        let p = RetryPolicy::parse("1s, 10s,1m,5m").unwrap();
+        assert_eq!(p.max_attempts(), 5);
+        assert_eq!(
+            p.after_failure(1),
+            Next::Retry {
+                tier: 0,
+                delay: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            p.after_failure(4),
+            Next::Retry {
+                tier: 3,
+                delay: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(p.after_failure(5), Next::DeadLetter);
+        assert_eq!(p.after_failure(500), Next::DeadLetter);
+    }
+
+    #[test]
+    fn no_tiers_means_dead_letter_at_once() {
+        let p = RetryPolicy::parse("").unwrap();
+        assert_eq!(p.after_failure(1), Next::DeadLetter);
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        for bad in ["1", "1x", "s", "0s", "10s,1s", "1s,1s", "-1s"] {
+            assert!(RetryPolicy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn queue_names_say_the_delay() {
+        assert_eq!(
+            queue_name(Duration::from_millis(250)),
+            "stripe.fulfillment.retry.250ms"
+        );
+        assert_eq!(
+            queue_name(Duration::from_secs(10)),
+            "stripe.fulfillment.retry.10s"
+        );
+        assert_eq!(
+            queue_name(Duration::from_secs(300)),
+            "stripe.fulfillment.retry.5m"
+        );
+        assert_eq!(
+            queue_name(Duration::from_secs(7200)),
+            "stripe.fulfillment.retry.2h"
+        );
+    }
+}
