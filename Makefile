@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test lint fmt
+.PHONY: build run test test-deps lint fmt
 
 build:
 	$(CARGO) build -p fulfillment
@@ -24,16 +24,22 @@ run: build
 	@echo "  fulfillment serve on http://$(HTTP_ADDR)  (metrics: http://$(METRICS_ADDR)/metrics)"
 	@echo "  STRIPE_WEBHOOK_SECRET=$(DEV_SECRET)   <-- DEVELOPMENT SECRET, not for production"
 	@echo
-	@echo "  Send a signed test event from another shell:"
-	@echo "    body='{\"id\":\"evt_dev_1\",\"object\":\"event\",\"type\":\"customer.created\",\"data\":{\"object\":{}}}'"
-	@echo "    t=\$$(date +%s); sig=\$$(printf '%s.%s' \$$t \"\$$body\" | openssl dgst -sha256 -hmac '$(DEV_SECRET)' | awk '{print \$$NF}')"
-	@echo "    curl -i http://$(HTTP_ADDR)/webhooks/stripe -H \"Stripe-Signature: t=\$$t,v1=\$$sig\" -d \"\$$body\""
+	@echo "  From another shell, send a signed test event and watch the order turn paid:"
+	@echo "    STRIPE_WEBHOOK_SECRET=$(DEV_SECRET) $(BIN) send-event checkout.session.completed --order ord_demo --url http://$(HTTP_ADDR)/webhooks/stripe"
+	@echo "    psql $(DATABASE_URL) -c 'select order_id, status from orders'"
+	@echo "  Other types: checkout.session.expired, checkout.session.async_payment_succeeded, payment_intent.succeeded, customer.created, ... (see --help)"
 	@echo
 	STRIPE_WEBHOOK_SECRET=$(DEV_SECRET) $(BIN) serve
 
+# The observability tests run the real Prometheus and promtool (Debian's package).
+test-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Prometheus (Debian package) for the observability tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 # Builds the binary the end-to-end tests run, then every test. The broker
 # restart test stops the shared RabbitMQ, so it runs alone, last.
-test:
+test: test-deps
 	$(CARGO) build -p fulfillment
 	$(CARGO) test --workspace
 	$(CARGO) test -p fulfillment-tests --test broker_restart -- --ignored --test-threads=1

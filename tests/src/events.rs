@@ -1,6 +1,7 @@
-//! Our own realistic Stripe events (shaped like API version 2025-04-30.basil).
+//! Our own realistic Stripe events, built by `fulfillment_core::sample` (the
+//! same builder `fulfillment send-event` uses), signed at the current time.
 
-use serde_json::{Value, json};
+use fulfillment_core::sample::{SampleSpec, event};
 
 /// A Checkout Session event of `event_type` for `order_id`.
 pub fn session(
@@ -10,30 +11,15 @@ pub fn session(
     payment_status: &str,
     payment_intent: Option<&str>,
 ) -> Vec<u8> {
-    let status = match event_type {
-        "checkout.session.expired" => "expired",
-        _ => "complete",
-    };
-    envelope(
+    let spec = SampleSpec {
         event_id,
-        event_type,
-        json!({
-            "id": format!("cs_test_{order_id}"),
-            "object": "checkout.session",
-            "client_reference_id": order_id,
-            "metadata": {},
-            "mode": "payment",
-            "payment_intent": payment_intent,
-            "payment_status": payment_status,
-            "status": status,
-            "amount_total": 4200,
-            "currency": "eur",
-            "customer_details": { "email": "buyer@example.com", "name": "Test Buyer" },
-            "customer_email": null,
-            "livemode": false,
-            "url": null
-        }),
-    )
+        order_id,
+        payment_intent_id: payment_intent,
+        payment_status,
+        order_in_metadata: false,
+        created: crate::unix_now(),
+    };
+    event(event_type, &spec).expect("a sample type")
 }
 
 /// `payment_intent.succeeded`, naming its order in metadata or not.
@@ -42,39 +28,13 @@ pub fn payment_intent_succeeded(
     payment_intent: &str,
     order_id: Option<&str>,
 ) -> Vec<u8> {
-    let metadata = match order_id {
-        Some(id) => json!({ "order_id": id }),
-        None => json!({}),
-    };
-    envelope(
+    let spec = SampleSpec {
         event_id,
-        "payment_intent.succeeded",
-        json!({
-            "id": payment_intent,
-            "object": "payment_intent",
-            "amount": 4200,
-            "amount_received": 4200,
-            "currency": "eur",
-            "metadata": metadata,
-            "receipt_email": null,
-            "status": "succeeded",
-            "livemode": false
-        }),
-    )
-}
-
-fn envelope(event_id: &str, event_type: &str, object: Value) -> Vec<u8> {
-    json!({
-        "id": event_id,
-        "object": "event",
-        "api_version": "2025-04-30.basil",
-        "created": crate::unix_now(),
-        "data": { "object": object },
-        "livemode": false,
-        "pending_webhooks": 1,
-        "request": { "id": null, "idempotency_key": null },
-        "type": event_type
-    })
-    .to_string()
-    .into_bytes()
+        order_id: order_id.unwrap_or(""),
+        payment_intent_id: Some(payment_intent),
+        payment_status: "paid",
+        order_in_metadata: order_id.is_some(),
+        created: crate::unix_now(),
+    };
+    event("payment_intent.succeeded", &spec).expect("a sample type")
 }

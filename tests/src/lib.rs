@@ -24,35 +24,16 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// A realistic `checkout.session.completed` event (our own fixture, shaped
-/// like Stripe's 2025 API), paid, for `order_id`.
+/// A `checkout.session.completed` for `order_id` with `payment_status`.
 pub fn checkout_completed(event_id: &str, order_id: &str, payment_status: &str) -> Vec<u8> {
-    serde_json::json!({
-        "id": event_id,
-        "object": "event",
-        "api_version": "2025-04-30.basil",
-        "created": unix_now(),
-        "livemode": false,
-        "pending_webhooks": 1,
-        "request": { "id": null, "idempotency_key": null },
-        "type": "checkout.session.completed",
-        "data": { "object": {
-            "id": format!("cs_test_{event_id}"),
-            "object": "checkout.session",
-            "client_reference_id": order_id,
-            "metadata": {},
-            "mode": "payment",
-            "payment_intent": format!("pi_{event_id}"),
-            "payment_status": payment_status,
-            "status": "complete",
-            "amount_total": 2000,
-            "currency": "eur",
-            "customer_details": { "email": "buyer@example.com" },
-            "livemode": false
-        }}
-    })
-    .to_string()
-    .into_bytes()
+    let pi = format!("pi_{event_id}");
+    events::session(
+        event_id,
+        "checkout.session.completed",
+        order_id,
+        payment_status,
+        Some(&pi),
+    )
 }
 
 /// Path of the shared fixtures (`../shared` beside the repository), when present.

@@ -67,6 +67,7 @@ mod event;
 mod message;
 mod model;
 mod order;
+pub mod sample;
 mod status;
 
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};

@@ -39,6 +39,51 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect and replay dead letters.
     Dlq(DlqCmd),
+    /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
+    SendEvent(SendEventCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct SendEventCmd {
+    /// Event type, e.g. checkout.session.completed, payment_intent.succeeded, customer.created.
+    #[arg(value_name = "TYPE")]
+    pub event_type: String,
+
+    /// Order id (the session's client_reference_id); default: a new one.
+    #[arg(long)]
+    pub order: Option<String>,
+
+    /// Event id; default: a new one. Reuse one to see deduplication.
+    #[arg(long)]
+    pub event_id: Option<String>,
+
+    /// PaymentIntent id; default: pi_<order>.
+    #[arg(long)]
+    pub payment_intent: Option<String>,
+
+    /// For checkout.session.completed: paid, unpaid (delayed methods) or no_payment_required.
+    #[arg(long, default_value = "paid", value_parser = ["paid", "unpaid", "no_payment_required"])]
+    pub payment_status: String,
+
+    /// For payment_intent.succeeded: leave metadata.order_id out (the order is then found through its session).
+    #[arg(long)]
+    pub no_order_metadata: bool,
+
+    /// Webhook endpoint to POST to.
+    #[arg(
+        long,
+        env = "SEND_EVENT_URL",
+        default_value = "http://127.0.0.1:8080/webhooks/stripe"
+    )]
+    pub url: String,
+
+    /// Endpoint secret to sign with (the first one, if several).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Print the event instead of sending it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod metrics;
 mod receiver;
 mod relay;
 mod retry;
+mod send_event;
 mod shutdown;
 mod store;
 mod time_fmt;
@@ -124,6 +125,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => migrate(args).await,
         Command::Dlq(args) => dlq(args).await,
+        Command::SendEvent(args) => send_event::run(args).await,
     }
 }
 

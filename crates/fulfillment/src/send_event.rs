@@ -1,0 +1,99 @@
+//! `fulfillment send-event TYPE`: the `stripe trigger` of this project. Builds
+//! a realistic event, signs it like Stripe does and POSTs it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+use fulfillment_core::sample::{SAMPLE_TYPES, SampleSpec, event};
+
+use crate::cli::SendEventCmd;
+
+pub async fn run(cmd: SendEventCmd) -> anyhow::Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    let unique = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() % 1_000_000_000_000;
+    let order_id = cmd.order.clone().unwrap_or_else(|| format!("ord_{unique}"));
+    let event_id = cmd
+        .event_id
+        .clone()
+        .unwrap_or_else(|| format!("evt_{unique}"));
+    let payment_intent = cmd
+        .payment_intent
+        .clone()
+        .unwrap_or_else(|| format!("pi_{order_id}"));
+    let spec = SampleSpec {
+        event_id: &event_id,
+        order_id: &order_id,
+        payment_intent_id: Some(&payment_intent),
+        payment_status: &cmd.payment_status,
+        order_in_metadata: !cmd.no_order_metadata,
+        created: now,
+    };
+    let body = event(&cmd.event_type, &spec).with_context(|| {
+        format!(
+            "TYPE: {:?} is not one of: {}",
+            cmd.event_type,
+            SAMPLE_TYPES.join(", ")
+        )
+    })?;
+    if cmd.dry_run {
+        println!("{}", String::from_utf8_lossy(&body));
+        return Ok(());
+    }
+    let secrets = cmd
+        .secret
+        .as_deref()
+        .context("STRIPE_WEBHOOK_SECRET (or --secret) is required to sign the event")?;
+    let secret = secrets
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .context("STRIPE_WEBHOOK_SECRET: empty")?;
+    let signature = stripe_webhook_signature::sign_header(secret, now, &body);
+    let (status, answer) = post(&cmd.url, &signature, body).await?;
+    println!(
+        "{} {event_id} (order {order_id}) -> {status} {answer}",
+        cmd.event_type
+    );
+    if !(200..300).contains(&status) {
+        anyhow::bail!("the endpoint answered {status}");
+    }
+    Ok(())
+}
+
+async fn post(url: &str, signature: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("--url {url:?} is not a URL"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "--url: only http:// is supported (send-event is a local tool)"
+    );
+    let host = uri.host().context("--url has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("connecting to {host}:{port}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let request = Request::post(uri.path())
+            .header("host", format!("{host}:{port}"))
+            .header("content-type", "application/json")
+            .header("user-agent", "fulfillment-send-event")
+            .header("stripe-signature", signature)
+            .body(Full::new(Bytes::from(body)))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let text = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&text).trim().to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .context("no answer within 10 s")?
+}
