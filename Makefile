@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test test-deps lint fmt
+.PHONY: build run test test-deps chaos lint fmt
 
 build:
 	$(CARGO) build -p fulfillment
@@ -43,6 +43,12 @@ test: test-deps
 	$(CARGO) build -p fulfillment
 	$(CARGO) test --workspace
 	$(CARGO) test -p fulfillment-tests --test broker_restart -- --ignored --test-threads=1
+
+# The fault-injection suite: stops the shared RabbitMQ and restarts
+# PostgreSQL, so it runs alone (and never beside `make bench`).
+chaos:
+	$(CARGO) build -p fulfillment
+	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test chaos -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
