@@ -680,3 +680,75 @@ async fn publish_raw(url: &str, queue: &str, message_id: &str, body: &[u8]) {
     .unwrap();
     let _ = conn.close(200, "bye".into()).await;
 }
+
+#[tokio::test]
+async fn a_batch_confines_a_failing_event_to_itself() {
+    let env = TestEnv::new();
+    migrate(&env, &[("RETRY_DELAYS", "100ms")]);
+    let db = connect(&env.database_url()).await;
+    // Fails inside the event's own work (not its dedup record): the batch's
+    // savepoint must roll back that event alone.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.order_id = 'ord_batch_bad' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_order BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION refuse_order();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    // Queued before any worker runs, so the first deliveries arrive together.
+    for i in 0..40 {
+        let order = if i == 17 {
+            "ord_batch_bad".to_owned()
+        } else {
+            format!("ord_batch_{i}")
+        };
+        let body = session(&format!("evt_batch_{i}"), COMPLETED, &order, "paid", None);
+        publish_raw(
+            &env.amqp_url(),
+            "stripe.fulfillment",
+            &format!("evt_batch_{i}"),
+            &body,
+        )
+        .await;
+    }
+    let svc = Service::start(&env, "worker", &[("RETRY_DELAYS", "100ms".into())]).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM orders WHERE status = 'paid'",
+        39,
+        WAIT,
+    )
+    .await;
+    let metrics = get(svc.metrics_port, "/metrics").await.unwrap().text();
+    let single: f64 = metric_value(&metrics, "fulfillment_worker_batch_size_bucket{le=\"1\"}");
+    let batches: f64 = metric_value(&metrics, "fulfillment_worker_batch_size_count");
+    assert!(
+        batches > single,
+        "some batch held more than one delivery:\n{metrics}"
+    );
+    for _ in 0..100 {
+        if fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, shown) = cli(&env, &["dlq", "show", "evt_batch_17"], &[]);
+    assert!(
+        shown.contains("refused") && shown.contains("attempts:      2"),
+        "{shown}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM processed_events").await,
+        39,
+        "the failed one left no trace"
+    );
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{series} not in metrics"))
+}

@@ -105,9 +105,13 @@ pub struct WorkerCmd {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Events handled at once by this process.
+    /// Batches of events handled at once by this process.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
     pub worker_concurrency: usize,
+
+    /// Deliveries applied together in one database transaction, at most (1 = one transaction per event).
+    #[arg(long, env = "WORKER_BATCH_SIZE", default_value_t = 50)]
+    pub worker_batch_size: usize,
 
     /// Unacknowledged deliveries the broker may push to this process.
     #[arg(long, env = "WORKER_PREFETCH", default_value_t = 200)]

@@ -153,6 +153,9 @@ fn worker_config(args: WorkerArgs, database: DatabaseArgs) -> anyhow::Result<Wor
     if args.worker_concurrency == 0 {
         anyhow::bail!("WORKER_CONCURRENCY: must be at least 1");
     }
+    if args.worker_batch_size == 0 {
+        anyhow::bail!("WORKER_BATCH_SIZE: must be at least 1");
+    }
     if args.worker_prefetch == 0 {
         anyhow::bail!("WORKER_PREFETCH: must be at least 1 (0 would mean unlimited)");
     }
@@ -219,6 +222,7 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
             publisher: Publisher::new(worker_link, roles.amqp.confirm_timeout()),
             policy: cfg.policy,
             concurrency: cfg.args.worker_concurrency,
+            batch_size: cfg.args.worker_batch_size,
             prefetch: cfg.args.worker_prefetch,
             db: health,
             shutdown_grace: grace,

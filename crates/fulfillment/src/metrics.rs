@@ -20,6 +20,7 @@ pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "fulfillment_outbox_oldest_pendi
 pub const OUTBOX_PUBLISHED_TOTAL: &str = "fulfillment_outbox_published_total";
 pub const DLQ_DEPTH: &str = "fulfillment_dlq_depth";
 pub const WORK_QUEUE_DEPTH: &str = "fulfillment_work_queue_depth";
+pub const WORKER_BATCH_SIZE: &str = "fulfillment_worker_batch_size";
 pub const DATABASE_UP: &str = "fulfillment_database_up";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
@@ -27,6 +28,9 @@ pub const DATABASE_UP: &str = "fulfillment_database_up";
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Deliveries per worker batch, up to the largest sensible WORKER_BATCH_SIZE.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0];
 
 /// Event lag spans seconds (normal) to days (Stripe retrying for three days).
 const LAG_BUCKETS: &[f64] = &[
@@ -37,6 +41,7 @@ const LAG_BUCKETS: &[f64] = &[
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(EVENT_LAG_SECONDS.into()), LAG_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(WORKER_BATCH_SIZE.into()), BATCH_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
@@ -101,4 +106,8 @@ fn describe() {
     );
     describe_gauge!(DLQ_DEPTH, "Messages in stripe.fulfillment.dlq");
     describe_gauge!(WORK_QUEUE_DEPTH, "Messages ready in stripe.fulfillment");
+    describe_histogram!(
+        WORKER_BATCH_SIZE,
+        "Deliveries a worker took together into one batch"
+    );
 }

@@ -3,12 +3,18 @@
 //! roll back together. The decisions are `fulfillment_core`'s; this module
 //! only loads and stores, in the same steps as `fulfillment_core::Model`.
 //!
+//! Several events may share one transaction (a batch), each behind a
+//! savepoint, to pay for one commit (one fsync) per batch instead of one per
+//! event; exactly-once is per event either way.
+//!
 //! Concurrency: deliveries of the same event serialise on the
 //! `processed_events` primary key; events of the same order on a
-//! transaction-scoped advisory lock of the order, taken after the lock of the
-//! PaymentIntent (always in that order, so two transactions cannot wait on
-//! each other). The PaymentIntent lock closes the race between a PaymentIntent
-//! event that finds no order (and parks) and the session that links it.
+//! transaction-scoped advisory lock of the order. The PaymentIntent's lock
+//! closes the race between a PaymentIntent event that finds no order (and
+//! parks) and the session that links it. `process_batch` says in which
+//! order locks are taken.
+
+use std::collections::HashSet;
 
 use fulfillment_core::{Order, OrderEvent, OrderStatus, Parsed, Transition, apply, parse_event};
 use sqlx::{PgConnection, PgPool, Row};
@@ -42,63 +48,158 @@ pub struct Report {
     pub released: usize,
 }
 
-pub async fn process(
+/// What became of one event of a batch: its outcome, or the error that
+/// rolled back its part alone (its dedup record too, so it can be retried).
+pub type EventResult = Result<(Outcome, Report), sqlx::Error>;
+
+/// Applies `events` (with their raw bodies) in one transaction, in the given
+/// order. An error that condemns the whole transaction (the database is
+/// unavailable, a deadlock) is the outer `Err`, and nothing was committed;
+/// any other error is confined to its event by a savepoint.
+///
+/// Deadlock freedom: dedup records are claimed in event id order, then the
+/// advisory locks every event needs up front are taken in lock-key order, so
+/// concurrent batches acquire their resources in one global order. The only
+/// locks taken later are those of orders found through a PaymentIntent link;
+/// a rare deadlock there is detected by PostgreSQL and the caller retries.
+pub async fn process_batch(
     pool: &PgPool,
-    event: &OrderEvent,
-    body: &[u8],
-) -> Result<(Outcome, Report), sqlx::Error> {
+    events: &[(&OrderEvent, &[u8])],
+) -> Result<Vec<EventResult>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut report = Report::default();
-    if !claim_event(&mut tx, event).await? {
-        tx.rollback().await?;
-        return Ok((Outcome::Duplicate, report));
+    let claimed = claim_events(&mut tx, events).await?;
+    lock_up_front(&mut tx, events, &claimed).await?;
+    let mut results = Vec::with_capacity(events.len());
+    let mut first_seen = HashSet::new();
+    let mut notify = false;
+    for (event, body) in events {
+        // Processed before, or a second copy inside this batch.
+        if !claimed.contains(&event.id) || !first_seen.insert(event.id.as_str()) {
+            results.push(Ok((Outcome::Duplicate, Report::default())));
+            continue;
+        }
+        sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+        match apply_claimed(&mut tx, event, body).await {
+            Ok(done) => {
+                sqlx::query("RELEASE SAVEPOINT event")
+                    .execute(&mut *tx)
+                    .await?;
+                notify |= !done.1.transitions.is_empty();
+                results.push(Ok(done));
+            }
+            Err(e) if crate::db::is_transient(&e) => return Err(e),
+            Err(e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT event")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM processed_events WHERE event_id = $1")
+                    .bind(&event.id)
+                    .execute(&mut *tx)
+                    .await?;
+                results.push(Err(e));
+            }
+        }
     }
-    let payment_intent = event.kind.payment_intent_id();
-    if let Some(pi) = payment_intent {
-        lock(&mut tx, "payment_intent", pi).await?;
-    }
-    let order_id = match event.order_id() {
-        Some(id) => Some(id.to_owned()),
-        None => match payment_intent {
-            Some(pi) => linked_order(&mut tx, pi).await?,
-            None => None,
-        },
-    };
-    let Some(order_id) = order_id else {
-        park(&mut tx, event, body).await?;
-        record_outcome(&mut tx, &event.id, Outcome::Unmatched, None).await?;
-        tx.commit().await?;
-        return Ok((Outcome::Unmatched, report));
-    };
-    lock(&mut tx, "order", &order_id).await?;
-    let now = OffsetDateTime::now_utc();
-    let outcome = apply_and_store(&mut tx, &order_id, event, now, &mut report).await?;
-    if let (Some(pi), Some(_)) = (payment_intent, event.kind.session()) {
-        link_and_release(&mut tx, pi, &order_id, now, &mut report).await?;
-    }
-    record_outcome(&mut tx, &event.id, outcome, Some(&order_id)).await?;
-    if !report.transitions.is_empty() {
+    if notify {
         // Wakes the outbox relay once this transaction commits.
         sqlx::query("SELECT pg_notify('outbox', '')")
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
+    Ok(results)
+}
+
+/// One event in its own transaction.
+pub async fn process(pool: &PgPool, event: &OrderEvent, body: &[u8]) -> EventResult {
+    let mut results = process_batch(pool, &[(event, body)]).await?;
+    results.pop().expect("one result per event")
+}
+
+/// Everything after the dedup record: resolve the order, park or apply, link.
+async fn apply_claimed(tx: &mut PgConnection, event: &OrderEvent, body: &[u8]) -> EventResult {
+    let mut report = Report::default();
+    let payment_intent = event.kind.payment_intent_id();
+    let order_id = match event.order_id() {
+        Some(id) => Some(id.to_owned()),
+        None => match payment_intent {
+            Some(pi) => linked_order(tx, pi).await?,
+            None => None,
+        },
+    };
+    let Some(order_id) = order_id else {
+        park(tx, event, body).await?;
+        record_outcome(tx, &event.id, Outcome::Unmatched, None).await?;
+        return Ok((Outcome::Unmatched, report));
+    };
+    // Held already when the event named its order; found through a link, not yet.
+    lock(tx, "order", &order_id).await?;
+    let now = OffsetDateTime::now_utc();
+    let outcome = apply_and_store(tx, &order_id, event, now, &mut report).await?;
+    if let (Some(pi), Some(_)) = (payment_intent, event.kind.session()) {
+        link_and_release(tx, pi, &order_id, now, &mut report).await?;
+    }
+    record_outcome(tx, &event.id, outcome, Some(&order_id)).await?;
     Ok((outcome, report))
 }
 
-/// Inserts the dedup record; false if the event was already taken in. A
-/// concurrent duplicate blocks here until the first commits or rolls back.
-async fn claim_event(tx: &mut PgConnection, event: &OrderEvent) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_events (event_id, event_type, outcome) VALUES ($1, $2, 'processing') \
-         ON CONFLICT (event_id) DO NOTHING",
+/// Inserts the dedup records in id order; returns the ids claimed now. A
+/// concurrent copy of an event blocks here until the first commits or rolls
+/// back.
+async fn claim_events(
+    tx: &mut PgConnection,
+    events: &[(&OrderEvent, &[u8])],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut unique: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(e, _)| (e.id.as_str(), e.event_type.as_str()))
+        .collect();
+    unique.sort_unstable();
+    unique.dedup_by_key(|(id, _)| *id);
+    let (ids, types): (Vec<&str>, Vec<&str>) = unique.into_iter().unzip();
+    let claimed: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO processed_events (event_id, event_type, outcome) \
+         SELECT id, kind, 'processing' FROM unnest($1::text[], $2::text[]) AS e(id, kind) ORDER BY id \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
-    .bind(&event.id)
-    .bind(&event.event_type)
+    .bind(&ids)
+    .bind(&types)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(claimed.into_iter().collect())
+}
+
+/// Takes the advisory locks of every claimed event's PaymentIntent and named
+/// order, in the order of the lock keys themselves.
+async fn lock_up_front(
+    tx: &mut PgConnection,
+    events: &[(&OrderEvent, &[u8])],
+    claimed: &HashSet<String>,
+) -> Result<(), sqlx::Error> {
+    let mut keys = Vec::new();
+    for (event, _) in events.iter().filter(|(e, _)| claimed.contains(&e.id)) {
+        if let Some(pi) = event.kind.payment_intent_id() {
+            keys.push(lock_key("payment_intent", pi));
+        }
+        if let Some(order) = event.order_id() {
+            keys.push(lock_key("order", order));
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(h) FROM \
+         (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
+    )
+    .bind(&keys)
     .execute(&mut *tx)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(())
+}
+
+fn lock_key(kind: &str, key: &str) -> String {
+    format!("{kind}:{key}")
 }
 
 async fn record_outcome(
@@ -116,10 +217,11 @@ async fn record_outcome(
     Ok(())
 }
 
-/// A transaction-scoped advisory lock on `kind:key`.
+/// A transaction-scoped advisory lock on `kind:key`. Taking one this
+/// transaction already holds is harmless (the locks stack).
 async fn lock(tx: &mut PgConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("{kind}:{key}"))
+        .bind(lock_key(kind, key))
         .execute(&mut *tx)
         .await?;
     Ok(())

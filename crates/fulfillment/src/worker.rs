@@ -1,5 +1,6 @@
-//! The worker pool: consumes `stripe.fulfillment`, applies each event in one
-//! transaction (`store`), and acks only after commit.
+//! The worker pool: consumes `stripe.fulfillment`, applies the deliveries it
+//! has in hand as one batch (`store::process_batch`, a savepoint per event),
+//! and acks each only after the commit.
 //!
 //! Failure handling, by kind:
 //! - the database is unreachable: the handler keeps the message and waits
@@ -14,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -55,6 +56,8 @@ pub struct Worker {
     pub publisher: Publisher,
     pub policy: RetryPolicy,
     pub concurrency: usize,
+    /// Deliveries applied together in one transaction, at most.
+    pub batch_size: usize,
     pub prefetch: u16,
     pub db: DbHealth,
     pub shutdown_grace: Duration,
@@ -129,18 +132,35 @@ impl Worker {
                 next = consumer.next() => next,
                 _ = shutdown.wait() => break,
             };
-            let delivery = match next {
+            let first = match next {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
             };
+            // Whatever else the broker has already pushed joins the batch:
+            // no waiting, so a lone event is not delayed.
+            let mut batch = vec![first];
+            let mut failed = None;
+            while batch.len() < self.batch_size {
+                match consumer.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Err(e))) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             let worker = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                worker.handle(delivery, &shutdown).await;
+                worker.handle_batch(batch, &shutdown).await;
                 drop(permit);
             });
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         // Stop deliveries, then give in-flight events time to commit and ack;
         // whatever is still unacked is redelivered when the channel closes.
@@ -157,22 +177,53 @@ impl Worker {
         Ok(())
     }
 
-    async fn handle(&self, delivery: Delivery, shutdown: &Shutdown) {
+    /// Handles a batch of deliveries: parses each, applies the handled ones
+    /// together, then acks or routes each delivery on its own.
+    async fn handle_batch(&self, deliveries: Vec<Delivery>, shutdown: &Shutdown) {
         let started = Instant::now();
-        let handled = self.process(&delivery, shutdown).await;
+        metrics::histogram!(m::WORKER_BATCH_SIZE).record(deliveries.len() as f64);
+        let mut handled: Vec<Option<Handled>> = deliveries.iter().map(|_| None).collect();
+        let mut events = Vec::new();
+        for (i, delivery) in deliveries.iter().enumerate() {
+            match parse_event(&delivery.data) {
+                Ok(Parsed::Handled(event)) => events.push((i, event)),
+                Ok(Parsed::Unhandled { event_type, .. }) => {
+                    handled[i] = Some(Handled::Ignored { event_type })
+                }
+                Err(e) => {
+                    handled[i] = Some(Handled::Failed {
+                        event_type: property_type(delivery),
+                        error: format!("unparseable event: {e}"),
+                        permanent: true,
+                    });
+                }
+            }
+        }
+        for (i, outcome) in self.apply(&deliveries, events, shutdown).await {
+            handled[i] = Some(outcome);
+        }
+        for (delivery, outcome) in deliveries.iter().zip(handled) {
+            self.finish(delivery, outcome.expect("every delivery decided"))
+                .await;
+            metrics::histogram!(m::EVENT_PROCESSING_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    async fn finish(&self, delivery: &Delivery, handled: Handled) {
         match handled {
             Handled::Done {
                 event_type,
                 outcome,
                 created,
             } => {
-                ack(&delivery).await;
+                ack(delivery).await;
                 let lag = unix_now_f64() - created as f64;
                 metrics::histogram!(m::EVENT_LAG_SECONDS).record(lag.max(0.0));
                 count(&event_type, outcome.label());
             }
             Handled::Ignored { event_type } => {
-                ack(&delivery).await;
+                ack(delivery).await;
                 debug!(event_type, "event type not handled; acknowledged");
                 count(&event_type, "ignored");
             }
@@ -181,43 +232,68 @@ impl Worker {
                 error,
                 permanent,
             } => {
-                self.route_failure(&delivery, &event_type, &error, permanent)
+                self.route_failure(delivery, &event_type, &error, permanent)
                     .await;
             }
             Handled::Abandoned => {}
         }
-        metrics::histogram!(m::EVENT_PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
     }
 
-    async fn process(&self, delivery: &Delivery, shutdown: &Shutdown) -> Handled {
-        let event = match parse_event(&delivery.data) {
-            Ok(Parsed::Handled(event)) => event,
-            Ok(Parsed::Unhandled { event_type, .. }) => return Handled::Ignored { event_type },
-            Err(e) => {
-                return Handled::Failed {
-                    event_type: property_type(delivery),
-                    error: format!("unparseable event: {e}"),
-                    permanent: true,
-                };
+    /// Applies the events in one transaction; if that fails for any reason
+    /// but an outage, applies them one by one, so one bad event (or a
+    /// deadlock) costs only itself.
+    async fn apply(
+        &self,
+        deliveries: &[Delivery],
+        events: Vec<(usize, OrderEvent)>,
+        shutdown: &Shutdown,
+    ) -> Vec<(usize, Handled)> {
+        if events.len() > 1 {
+            loop {
+                let items: Vec<(&OrderEvent, &[u8])> = events
+                    .iter()
+                    .map(|(i, e)| (e, deliveries[*i].data.as_slice()))
+                    .collect();
+                match store::process_batch(&self.pool, &items).await {
+                    Ok(results) => {
+                        return events
+                            .into_iter()
+                            .zip(results)
+                            .map(|((i, event), result)| (i, self.outcome(event, result)))
+                            .collect();
+                    }
+                    Err(e) if crate::db::is_unavailable(&e) => {
+                        if !self.hold_for_database(&e, shutdown).await {
+                            return events
+                                .into_iter()
+                                .map(|(i, _)| (i, Handled::Abandoned))
+                                .collect();
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, events = events.len(), "batch failed; applying its events one by one");
+                        break;
+                    }
+                }
             }
-        };
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (i, event) in events {
+            out.push((
+                i,
+                self.process_one(event, &deliveries[i].data, shutdown).await,
+            ));
+        }
+        out
+    }
+
+    async fn process_one(&self, event: OrderEvent, body: &[u8], shutdown: &Shutdown) -> Handled {
         let mut conflicts = 0;
         loop {
-            match store::process(&self.pool, &event, &delivery.data).await {
-                Ok((outcome, report)) => {
-                    self.record(&event, outcome, &report);
-                    return Handled::Done {
-                        event_type: event.event_type,
-                        outcome,
-                        created: event.created,
-                    };
-                }
+            match store::process(&self.pool, &event, body).await {
                 Err(e) if crate::db::is_unavailable(&e) => {
-                    warn!(event_id = %event.id, error = %e, "database unavailable; holding the event");
-                    self.db.set(false);
-                    tokio::select! {
-                        _ = self.db.wait_up() => {}
-                        _ = shutdown.wait() => return Handled::Abandoned,
+                    if !self.hold_for_database(&e, shutdown).await {
+                        return Handled::Abandoned;
                     }
                 }
                 Err(e) if crate::db::is_conflict(&e) && conflicts < CONFLICT_RETRIES => {
@@ -225,14 +301,36 @@ impl Worker {
                     debug!(event_id = %event.id, error = %e, conflicts, "transaction conflict; retrying");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(conflicts))).await;
                 }
-                Err(e) => {
-                    return Handled::Failed {
-                        event_type: event.event_type,
-                        error: e.to_string(),
-                        permanent: false,
-                    };
+                result => return self.outcome(event, result),
+            }
+        }
+    }
+
+    /// Waits for the database to answer again; false if shutdown came first.
+    async fn hold_for_database(&self, error: &sqlx::Error, shutdown: &Shutdown) -> bool {
+        warn!(error = %error, "database unavailable; holding the event");
+        self.db.set(false);
+        tokio::select! {
+            _ = self.db.wait_up() => true,
+            _ = shutdown.wait() => false,
+        }
+    }
+
+    fn outcome(&self, event: OrderEvent, result: store::EventResult) -> Handled {
+        match result {
+            Ok((outcome, report)) => {
+                self.record(&event, outcome, &report);
+                Handled::Done {
+                    event_type: event.event_type,
+                    outcome,
+                    created: event.created,
                 }
             }
+            Err(e) => Handled::Failed {
+                event_type: event.event_type,
+                error: e.to_string(),
+                permanent: false,
+            },
         }
     }
 
