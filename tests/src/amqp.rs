@@ -116,3 +116,37 @@ pub async fn queue_depth(amqp_url: &str, queue: &str) -> u32 {
     let _ = conn.close(200, "bye".into()).await;
     q.message_count()
 }
+
+/// One queue's counts as `rabbitmqctl list_queues` reports them (ready and
+/// unacknowledged, which AMQP's passive declare does not show).
+pub struct QueueCounts {
+    pub name: String,
+    pub ready: u64,
+    pub unacked: u64,
+}
+
+pub fn queue_counts(vhost: &str) -> Vec<QueueCounts> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            Some(QueueCounts {
+                name: cols.first()?.to_string(),
+                ready: cols.get(1)?.parse().ok()?,
+                unacked: cols.get(2)?.parse().ok()?,
+            })
+        })
+        .collect()
+}

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use fulfillment_core::{Model, Parsed, parse_event};
+use fulfillment_tests::amqp::queue_counts;
 use fulfillment_tests::db::{connect, count};
 use fulfillment_tests::events::{payment_intent_succeeded, session};
 use fulfillment_tests::{Service, TEST_SECRET, TestEnv, migrate};
@@ -451,56 +452,21 @@ async fn try_post(port: u16, body: &[u8], header: &str) -> Option<u16> {
 }
 
 fn unacked(vhost: &str, queue: &str) -> u64 {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages_unacknowledged",
-        ])
-        .output()
-        .expect("rabbitmqctl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            let mut cols = l.split_whitespace();
-            (cols.next()? == queue).then(|| cols.next()?.parse().ok())?
-        })
-        .unwrap_or(0)
+    queue_counts(vhost)
+        .into_iter()
+        .find(|q| q.name == queue)
+        .map_or(0, |q| q.unacked)
 }
 
-/// Ready + unacked messages in every queue of the vhost but the tap and the DLQ.
+/// Ready + unacked messages in the pipeline's queues (not the tap, the DLQ
+/// or the unrouted queue, which hold what is meant to stay).
 fn queued_messages(vhost: &str) -> u64 {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages",
-            "messages_unacknowledged",
-        ])
-        .output()
-        .expect("rabbitmqctl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            let name = *cols.first()?;
-            let skip = name == TAP
-                || name.ends_with(".dlq")
-                || name.starts_with("fulfillment.")
-                || name == "name";
-            (!skip).then(|| {
-                cols[1..]
-                    .iter()
-                    .filter_map(|n| n.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
+    queue_counts(vhost)
+        .into_iter()
+        .filter(|q| {
+            q.name != TAP && !q.name.ends_with(".dlq") && !q.name.starts_with("fulfillment.")
         })
+        .map(|q| q.ready + q.unacked)
         .sum()
 }
 
