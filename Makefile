@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test test-deps chaos lint fmt
+.PHONY: build run test test-deps chaos lint fmt bench
 
 build:
 	$(CARGO) build -p fulfillment
@@ -56,3 +56,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Benchmarks (docs/benchmarks.md): release build, then every benchmark in its
+# own vhost and database, under the lock the fault-injection suite takes too.
+# Prints one table; writes $(TARGET_DIR)/bench/results.json.
+bench:
+	$(CARGO) build --release -p fulfillment -p fulfillment-bench
+	flock -o /tmp/fulfillment-heavy.lock $(TARGET_DIR)/release/fulfillment-bench suite \
+	  --out-dir $(TARGET_DIR)/bench --json $(TARGET_DIR)/bench/results.json

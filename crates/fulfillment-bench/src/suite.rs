@@ -1,0 +1,667 @@
+//! `make bench`: every benchmark in one run, one table, one JSON file.
+//!
+//! 1. the generator against a trivial server (its own top rate);
+//! 2. the broker ceiling and 3. `fulfillment receiver` alone (64
+//!    connections, its queue drained by a consumer as in the ceiling run),
+//!    repetitions alternating, medians reported; one more ceiling run with
+//!    the receiver's window (one publish in flight per connection);
+//! 4. `fulfillment serve`: throughput over `e2e_events` events, then an
+//!    open-loop run at `open_rate` and one at `light_rate` (below capacity);
+//!    peak RSS after all three.
+//!
+//! Each stage has its own vhost and database, removed afterwards.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::ceiling;
+use crate::cpu::{Cores, Snapshot};
+use crate::e2e;
+use crate::env::BenchEnv;
+use crate::events::Events;
+use crate::http_load::{self, Mode, unix_now};
+use crate::report::{Latency, Table, median, ms, thousands};
+use crate::service::{self, BENCH_SECRET, Service};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub fulfillment_bin: PathBuf,
+    /// Service logs go here.
+    pub out_dir: PathBuf,
+    pub connections: usize,
+    pub repetitions: usize,
+    pub rep_seconds: f64,
+    pub warmup_seconds: f64,
+    pub window: usize,
+    pub e2e_events: u64,
+    pub open_rate: f64,
+    pub open_seconds: f64,
+    /// A second open-loop run below capacity: the pipeline's own latency.
+    pub light_rate: f64,
+    pub light_seconds: f64,
+}
+
+impl Settings {
+    fn rep(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs_f64(self.warmup_seconds),
+            Duration::from_secs_f64(self.rep_seconds),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub postgresql: String,
+    pub rabbitmq: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generator {
+    pub against_trivial_server: http_load::Outcome,
+    pub cores: Cores,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerCeiling {
+    pub runs: Vec<ceiling::Outcome>,
+    pub median_confirmed_per_sec: f64,
+    pub cores: Cores,
+    /// One run with the window the receiver has at `connections` connections.
+    pub at_receiver_window: ceiling::Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiverAlone {
+    pub connections: usize,
+    pub runs: Vec<http_load::Outcome>,
+    pub median_accepted_per_sec: f64,
+    /// Figure by figure, the median of the runs.
+    pub median_latency: Latency,
+    pub ratio_to_ceiling: f64,
+    pub peak_rss_bytes: u64,
+    pub mean_publish_confirm_ms: Option<f64>,
+    pub cores: Cores,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEnd {
+    pub throughput: e2e::Throughput,
+    pub throughput_cores: Cores,
+    pub open_loop: e2e::OpenLoop,
+    pub open_loop_cores: Cores,
+    pub light_open_loop: Option<e2e::OpenLoop>,
+    pub peak_rss_bytes: u64,
+    /// Means over the whole run, from the service's own metrics.
+    pub mean_event_processing_ms: Option<f64>,
+    pub mean_publish_confirm_ms: Option<f64>,
+    /// Deliveries per worker transaction (`fulfillment_worker_batch_size`).
+    pub mean_worker_batch_size: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    /// Cores busy just before the run started (other sessions' builds, …):
+    /// anything well above 0 means the figures are low.
+    pub background_cores: f64,
+    pub settings: serde_json::Value,
+    pub generator: Generator,
+    pub broker_ceiling: BrokerCeiling,
+    pub receiver: ReceiverAlone,
+    pub end_to_end: EndToEnd,
+    pub targets: Vec<Target>,
+    pub seconds: f64,
+}
+
+pub async fn run(s: &Settings) -> anyhow::Result<Results> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&s.out_dir)?;
+    let background_cores = background_cores().await;
+    let tag = format!("{:x}", unix_now() % 0xff_ffff);
+    let events = Arc::new(Events::new(&tag, BENCH_SECRET, unix_now()));
+    eprintln!("[bench] generator against a trivial server");
+    let generator = generator(s, events.clone()).await?;
+    eprintln!("[bench] broker ceiling and receiver alone, alternating");
+    let (broker_ceiling, receiver) = ceiling_and_receiver(s, events.clone()).await?;
+    eprintln!("[bench] end to end (serve)");
+    let end_to_end = end_to_end(s, events).await?;
+    let targets = targets(
+        &receiver,
+        &end_to_end,
+        broker_ceiling.median_confirmed_per_sec,
+    );
+    Ok(Results {
+        machine: machine(),
+        background_cores,
+        settings: serde_json::json!({
+            "connections": s.connections,
+            "repetitions": s.repetitions,
+            "rep_seconds": s.rep_seconds,
+            "warmup_seconds": s.warmup_seconds,
+            "window": s.window,
+            "e2e_events": s.e2e_events,
+            "open_rate": s.open_rate,
+            "open_seconds": s.open_seconds,
+            "light_rate": s.light_rate,
+            "light_seconds": s.light_seconds,
+            "body_bytes": crate::events::BODY_BYTES,
+        }),
+        generator,
+        broker_ceiling,
+        receiver,
+        end_to_end,
+        targets,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn generator(s: &Settings, events: Arc<Events>) -> anyhow::Result<Generator> {
+    let addr = crate::sink::start("127.0.0.1:0".parse()?).await?;
+    let (warmup, duration) = s.rep();
+    let before = Snapshot::take();
+    let outcome = http_load::run(closed(addr, s.connections, warmup, duration, 0), events).await;
+    Ok(Generator {
+        against_trivial_server: outcome,
+        cores: Snapshot::take().cores_since(&before),
+    })
+}
+
+/// The broker ceiling and the receiver alone, their repetitions alternating
+/// (ceiling, receiver, ceiling, …) so that drift on the machine touches both
+/// alike. The receiver's queue is drained by a consumer, as in the ceiling.
+async fn ceiling_and_receiver(
+    s: &Settings,
+    events: Arc<Events>,
+) -> anyhow::Result<(BrokerCeiling, ReceiverAlone)> {
+    let ceiling_env = BenchEnv::new("ceiling")?;
+    let receiver_env = BenchEnv::new("receiver")?;
+    service::migrate(&s.fulfillment_bin, &receiver_env).await?;
+    let log = s.out_dir.join("receiver.log");
+    let service = Service::start(&s.fulfillment_bin, "receiver", &receiver_env, &log).await?;
+    let consumer =
+        Connection::connect(&receiver_env.amqp_url(), ConnectionProperties::default()).await?;
+    let draining = ceiling::drain(&consumer, "stripe.fulfillment", || {}).await?;
+
+    let (warmup, duration) = s.rep();
+    let ceiling_spec = |window| ceiling::Spec {
+        amqp_url: ceiling_env.amqp_url(),
+        window,
+        warmup,
+        duration,
+        body: events.body(0),
+    };
+    let (mut ceilings, mut ceiling_cores) = (Vec::new(), Vec::new());
+    let (mut receivers, mut receiver_cores) = (Vec::new(), Vec::new());
+    for rep in 0..s.repetitions {
+        let before = Snapshot::take();
+        ceilings.push(ceiling::run(&ceiling_spec(s.window)).await?);
+        ceiling_cores.push(Snapshot::take().cores_since(&before));
+
+        let before = Snapshot::take();
+        let first_seq = 1_000_000_000 * (rep as u64 + 1);
+        let spec = closed(
+            service.http_addr,
+            s.connections,
+            warmup,
+            duration,
+            first_seq,
+        );
+        let outcome = http_load::run(spec, events.clone()).await;
+        receiver_cores.push(Snapshot::take().cores_since(&before));
+        anyhow::ensure!(
+            outcome.errors == 0,
+            "receiver: {} requests failed; first: {:?}",
+            outcome.errors,
+            outcome.first_error
+        );
+        receivers.push(outcome);
+    }
+    let at_receiver_window = ceiling::run(&ceiling_spec(s.connections)).await?;
+
+    let peak_rss_bytes = service.peak_rss_bytes()?;
+    let mean_publish_confirm_ms = service
+        .metric_mean("fulfillment_publish_confirm_seconds")
+        .await?
+        .map(|v| v * 1e3);
+    service.stop().await;
+    let _ = consumer.close(200, "done".into()).await;
+    draining.abort();
+
+    let ceiling_rate = median(
+        &ceilings
+            .iter()
+            .map(|r| r.confirmed_per_sec)
+            .collect::<Vec<_>>(),
+    );
+    let rate = median(&receivers.iter().map(|r| r.ok_per_sec).collect::<Vec<_>>());
+    let latencies: Vec<Latency> = receivers.iter().map(|r| r.latency).collect();
+    let ceiling = BrokerCeiling {
+        median_confirmed_per_sec: ceiling_rate,
+        runs: ceilings,
+        cores: Cores::mean(&ceiling_cores),
+        at_receiver_window,
+    };
+    let receiver = ReceiverAlone {
+        connections: s.connections,
+        median_accepted_per_sec: rate,
+        median_latency: Latency::median_of(&latencies),
+        ratio_to_ceiling: if ceiling_rate > 0.0 {
+            rate / ceiling_rate
+        } else {
+            0.0
+        },
+        peak_rss_bytes,
+        mean_publish_confirm_ms,
+        cores: Cores::mean(&receiver_cores),
+        runs: receivers,
+    };
+    Ok((ceiling, receiver))
+}
+
+pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<EndToEnd> {
+    let env = BenchEnv::new("e2e")?;
+    service::migrate(&s.fulfillment_bin, &env).await?;
+    let log = s.out_dir.join("serve.log");
+    let service = Service::start(&s.fulfillment_bin, "serve", &env, &log).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&env.database_url())
+        .await?;
+
+    let before = Snapshot::take();
+    let throughput = e2e::throughput(
+        service.http_addr,
+        &pool,
+        events.clone(),
+        s.e2e_events,
+        s.connections,
+        0,
+    )
+    .await?;
+    let middle = Snapshot::take();
+    let open_loop = e2e::open_loop(
+        service.http_addr,
+        &pool,
+        events.clone(),
+        s.open_rate,
+        Duration::from_secs_f64(s.open_seconds),
+        s.connections,
+        s.e2e_events,
+    )
+    .await?;
+    let after = Snapshot::take();
+    let light_open_loop = if s.light_rate > 0.0 {
+        let light = e2e::open_loop(
+            service.http_addr,
+            &pool,
+            events,
+            s.light_rate,
+            Duration::from_secs_f64(s.light_seconds),
+            s.connections,
+            s.e2e_events + 10_000_000,
+        );
+        Some(light.await?)
+    } else {
+        None
+    };
+
+    let peak_rss_bytes = service.peak_rss_bytes()?;
+    let mean_ms = |v: Option<f64>| v.map(|v| v * 1e3);
+    let mean_event_processing_ms = mean_ms(
+        service
+            .metric_mean("fulfillment_event_processing_seconds")
+            .await?,
+    );
+    let mean_publish_confirm_ms = mean_ms(
+        service
+            .metric_mean("fulfillment_publish_confirm_seconds")
+            .await?,
+    );
+    let mean_worker_batch_size = service.metric_mean("fulfillment_worker_batch_size").await?;
+    service.stop().await;
+    pool.close().await;
+    Ok(EndToEnd {
+        throughput,
+        throughput_cores: middle.cores_since(&before),
+        open_loop,
+        open_loop_cores: after.cores_since(&middle),
+        light_open_loop,
+        peak_rss_bytes,
+        mean_event_processing_ms,
+        mean_publish_confirm_ms,
+        mean_worker_batch_size,
+    })
+}
+
+/// Waits up to a minute for the machine to be quiet (under 0.3 cores busy
+/// over 2 s) and returns how busy it was when the wait ended.
+async fn background_cores() -> f64 {
+    let mut busy = 0.0;
+    for attempt in 0..30 {
+        let before = Snapshot::take();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        busy = Snapshot::take().cores_since(&before).total();
+        if busy < 0.3 {
+            break;
+        }
+        if attempt == 0 {
+            eprintln!(
+                "[bench] {busy:.2} cores busy before the start; waiting up to a minute for quiet"
+            );
+        }
+    }
+    if busy >= 0.3 {
+        eprintln!("[bench] WARNING: {busy:.2} cores busy with other work; the figures will be low");
+    }
+    busy
+}
+
+fn closed(
+    addr: SocketAddr,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    first_seq: u64,
+) -> http_load::Spec {
+    http_load::Spec {
+        addr,
+        connections,
+        mode: Mode::Closed,
+        count: None,
+        duration: Some(duration),
+        warmup,
+        first_seq,
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The targets.
+const MIN_RATIO_TO_CEILING: f64 = 0.65;
+const MAX_RECEIVER_P99_MS: f64 = 25.0;
+const MIN_E2E_EVENTS_PER_SEC: f64 = 3000.0;
+const MAX_RSS_MIB: f64 = 64.0;
+
+fn targets(r: &ReceiverAlone, e: &EndToEnd, ceiling: f64) -> Vec<Target> {
+    let rss = e.peak_rss_bytes as f64 / MIB;
+    vec![
+        Target {
+            what: "receiver / broker ceiling".into(),
+            target: ">= 0.65".into(),
+            measured: format!(
+                "{:.2} ({} / {})",
+                r.ratio_to_ceiling,
+                thousands(r.median_accepted_per_sec),
+                thousands(ceiling)
+            ),
+            met: r.ratio_to_ceiling >= MIN_RATIO_TO_CEILING,
+        },
+        Target {
+            what: format!("receiver p99 at {} connections", r.connections),
+            target: "<= 25 ms".into(),
+            measured: format!("{} ms", ms(r.median_latency.p99_ms)),
+            met: r.median_latency.p99_ms <= MAX_RECEIVER_P99_MS,
+        },
+        Target {
+            what: "end-to-end throughput".into(),
+            target: ">= 3,000 events/s".into(),
+            measured: format!("{} events/s", thousands(e.throughput.events_per_sec)),
+            met: e.throughput.events_per_sec >= MIN_E2E_EVENTS_PER_SEC,
+        },
+        Target {
+            what: "service peak RSS".into(),
+            target: "<= 64 MiB".into(),
+            measured: format!("{rss:.1} MiB"),
+            met: rss <= MAX_RSS_MIB,
+        },
+    ]
+}
+
+/// One line of the table; empty cells print as blanks or dashes.
+#[derive(Default)]
+struct Line {
+    name: String,
+    rate: String,
+    latency: Option<Latency>,
+    cores: Option<Cores>,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+impl Line {
+    fn new(name: impl Into<String>, rate: impl Into<String>) -> Line {
+        Line {
+            name: name.into(),
+            rate: rate.into(),
+            ..Line::default()
+        }
+    }
+
+    fn cells(self) -> Vec<String> {
+        let mut cells = vec![self.name, self.rate];
+        match self.latency {
+            Some(l) => cells.extend([l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms].map(ms)),
+            None => cells.extend(["-".to_string(), "-".into(), "-".into(), "-".into()]),
+        }
+        cells.push(self.cores.map_or(String::new(), |c| c.short()));
+        cells.push(self.target.to_string());
+        cells.push(match self.met {
+            Some(true) => "yes".into(),
+            Some(false) => "NO".into(),
+            None => String::new(),
+        });
+        cells
+    }
+}
+
+/// The one table `make bench` prints.
+pub fn table(r: &Results) -> String {
+    let (g, b, rc, e) = (&r.generator, &r.broker_ceiling, &r.receiver, &r.end_to_end);
+    let n = rc.connections;
+    let rss = |bytes: u64| bytes as f64 / MIB;
+    let mean = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{} {unit}", ms(v)));
+    let mut lines = vec![
+        Line {
+            latency: Some(g.against_trivial_server.latency),
+            cores: Some(g.cores),
+            ..Line::new(
+                format!("generator vs trivial server, {n} conns"),
+                format!("{} req/s", thousands(g.against_trivial_server.ok_per_sec)),
+            )
+        },
+        Line {
+            cores: Some(b.cores),
+            target: "reference",
+            ..Line::new(
+                format!(
+                    "broker ceiling, window {} (median of {})",
+                    r.settings["window"],
+                    b.runs.len()
+                ),
+                format!("{} msg/s", thousands(b.median_confirmed_per_sec)),
+            )
+        },
+        Line::new(
+            format!("broker ceiling, window {}", b.at_receiver_window.window),
+            format!(
+                "{} msg/s",
+                thousands(b.at_receiver_window.confirmed_per_sec)
+            ),
+        ),
+        Line {
+            latency: Some(rc.median_latency),
+            cores: Some(rc.cores),
+            target: "p99 <= 25 ms",
+            met: Some(rc.median_latency.p99_ms <= MAX_RECEIVER_P99_MS),
+            ..Line::new(
+                format!("receiver alone, {n} conns (median of {})", rc.runs.len()),
+                format!("{} req/s", thousands(rc.median_accepted_per_sec)),
+            )
+        },
+        Line {
+            target: ">= 0.65",
+            met: Some(rc.ratio_to_ceiling >= MIN_RATIO_TO_CEILING),
+            ..Line::new(
+                "  receiver / broker ceiling",
+                format!("{:.2}", rc.ratio_to_ceiling),
+            )
+        },
+        Line {
+            cores: Some(e.throughput_cores),
+            target: ">= 3,000 ev/s",
+            met: Some(e.throughput.events_per_sec >= MIN_E2E_EVENTS_PER_SEC),
+            ..Line::new(
+                format!(
+                    "end to end, {} events, {n} conns",
+                    thousands(e.throughput.events as f64)
+                ),
+                format!("{} ev/s", thousands(e.throughput.events_per_sec)),
+            )
+        },
+        Line {
+            latency: Some(e.throughput.http.latency),
+            ..Line::new(
+                "  of which HTTP accepted (POST -> 200)",
+                format!("{} req/s", thousands(e.throughput.http.ok_per_sec)),
+            )
+        },
+    ];
+    let runs = [(&e.open_loop, Some(e.open_loop_cores))]
+        .into_iter()
+        .chain(e.light_open_loop.iter().map(|l| (l, None)));
+    for (ol, cores) in runs {
+        lines.push(Line {
+            latency: Some(ol.http.latency),
+            cores,
+            ..Line::new(
+                format!(
+                    "open loop {}/s x {:.0} s: POST -> 200",
+                    thousands(ol.rate),
+                    ol.seconds
+                ),
+                format!("{} req/s", thousands(ol.http.ok_per_sec)),
+            )
+        });
+        lines.push(Line {
+            latency: Some(ol.to_commit),
+            ..Line::new("  POST -> order written paid (created_at)", "")
+        });
+        lines.push(Line {
+            latency: Some(ol.to_order_paid),
+            ..Line::new("  POST -> order.paid confirmed (published_at)", "")
+        });
+    }
+    lines.extend([
+        Line {
+            target: "<= 64 MiB",
+            met: Some(rss(e.peak_rss_bytes) <= MAX_RSS_MIB),
+            ..Line::new(
+                "serve peak RSS (VmHWM)",
+                format!("{:.1} MiB", rss(e.peak_rss_bytes)),
+            )
+        },
+        Line::new(
+            "receiver peak RSS (VmHWM)",
+            format!("{:.1} MiB", rss(rc.peak_rss_bytes)),
+        ),
+        Line::new(
+            "serve: events per worker transaction",
+            e.mean_worker_batch_size
+                .map_or("-".into(), |v| format!("{v:.1} mean")),
+        ),
+        Line::new(
+            "serve: event processing (worker)",
+            mean(e.mean_event_processing_ms, "ms mean"),
+        ),
+        Line::new(
+            "serve: publish -> confirm",
+            mean(e.mean_publish_confirm_ms, "ms mean"),
+        ),
+        Line::new(
+            "receiver alone: publish -> confirm",
+            mean(rc.mean_publish_confirm_ms, "ms mean"),
+        ),
+    ]);
+    let mut t = Table::new(&[
+        "benchmark",
+        "rate",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "cores: rmq/pg/svc/gen/other",
+        "target",
+        "met",
+    ]);
+    for line in lines {
+        t.row(line.cells());
+    }
+    t.render()
+}
+
+fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let memory_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    let output = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model,
+        memory_gib: memory_kib / 1024.0 / 1024.0,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        postgresql: output(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-Atc",
+                "SHOW server_version",
+            ],
+        ),
+        rabbitmq: output("rabbitmqctl", &["-q", "version"]),
+    }
+}
+
+/// Writes the results as pretty JSON.
+pub fn write_json(r: &Results, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(r)? + "\n")?;
+    Ok(())
+}
