@@ -686,8 +686,9 @@ async fn a_batch_confines_a_failing_event_to_itself() {
     let env = TestEnv::new();
     migrate(&env, &[("RETRY_DELAYS", "100ms")]);
     let db = connect(&env.database_url()).await;
-    // Fails inside the event's own work (not its dedup record): the batch's
-    // savepoint must roll back that event alone.
+    // Fails inside an event's own work (not its dedup record): the batch
+    // fails, and the worker retries its events one by one, so only that
+    // event is retried and dead-lettered.
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN IF NEW.order_id = 'ord_batch_bad' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;

@@ -1,22 +1,31 @@
-//! Applying one event in one PostgreSQL transaction: dedup record, order
-//! row, history, PaymentIntent link, parked events and outbox commit or
-//! roll back together. The decisions are `fulfillment_core`'s; this module
-//! only loads and stores, in the same steps as `fulfillment_core::Model`.
+//! Applying events in PostgreSQL: dedup record, order row, history,
+//! PaymentIntent link, parked events and outbox commit or roll back together.
+//! The decisions are `fulfillment_core`'s; this module loads and stores, in
+//! the same steps as `fulfillment_core::Model`.
 //!
-//! Several events may share one transaction (a batch), each behind a
-//! savepoint, to pay for one commit (one fsync) per batch instead of one per
-//! event; exactly-once is per event either way.
+//! A batch of events shares one transaction and costs a fixed number of
+//! statements, not a number per event: everything the batch touches is read
+//! up front, the events are applied in memory in arrival order with the pure
+//! state machine, and each table is written with one set-based statement.
+//! Exactly-once stays per event: the dedup record of every event is part of
+//! the same commit. If anything fails, nothing of the batch is committed and
+//! the worker applies its events one by one, so a bad event costs only itself.
 //!
 //! Concurrency: deliveries of the same event serialise on the
-//! `processed_events` primary key; events of the same order on a
-//! transaction-scoped advisory lock of the order. The PaymentIntent's lock
-//! closes the race between a PaymentIntent event that finds no order (and
-//! parks) and the session that links it. `process_batch` says in which
-//! order locks are taken.
+//! `processed_events` primary key (claimed in event id order); events of the
+//! same order on a transaction-scoped advisory lock of the order, and those
+//! of the same PaymentIntent on one of the PaymentIntent. The PaymentIntent's
+//! lock closes the race between a PaymentIntent event that finds no order
+//! (and parks) and the session that links it. Locks known up front are taken
+//! in lock-key order, so concurrent batches cannot deadlock on them; only
+//! orders found through an existing PaymentIntent link are locked later, and
+//! a rare deadlock there is detected by PostgreSQL and retried by the worker.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use fulfillment_core::{Order, OrderEvent, OrderStatus, Parsed, Transition, apply, parse_event};
+use fulfillment_core::{
+    Order, OrderEvent, OrderMessage, OrderStatus, Parsed, Transition, apply, parse_event,
+};
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
@@ -48,64 +57,70 @@ pub struct Report {
     pub released: usize,
 }
 
-/// What became of one event of a batch: its outcome, or the error that
-/// rolled back its part alone (its dedup record too, so it can be retried).
 pub type EventResult = Result<(Outcome, Report), sqlx::Error>;
 
 /// Applies `events` (with their raw bodies) in one transaction, in the given
-/// order. An error that condemns the whole transaction (the database is
-/// unavailable, a deadlock) is the outer `Err`, and nothing was committed;
-/// any other error is confined to its event by a savepoint.
-///
-/// Deadlock freedom: dedup records are claimed in event id order, then the
-/// advisory locks every event needs up front are taken in lock-key order, so
-/// concurrent batches acquire their resources in one global order. The only
-/// locks taken later are those of orders found through a PaymentIntent link;
-/// a rare deadlock there is detected by PostgreSQL and the caller retries.
+/// order; one result per event. On `Err` nothing was committed.
 pub async fn process_batch(
     pool: &PgPool,
     events: &[(&OrderEvent, &[u8])],
-) -> Result<Vec<EventResult>, sqlx::Error> {
+) -> Result<Vec<(Outcome, Report)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let claimed = claim_events(&mut tx, events).await?;
-    lock_up_front(&mut tx, events, &claimed).await?;
-    let mut results = Vec::with_capacity(events.len());
     let mut first_seen = HashSet::new();
-    let mut notify = false;
-    for (event, body) in events {
-        // Processed before, or a second copy inside this batch.
-        if !claimed.contains(&event.id) || !first_seen.insert(event.id.as_str()) {
-            results.push(Ok((Outcome::Duplicate, Report::default())));
-            continue;
+    let mine: Vec<(&OrderEvent, &[u8])> = events
+        .iter()
+        .filter(|(e, _)| claimed.contains(&e.id) && first_seen.insert(e.id.as_str()))
+        .copied()
+        .collect();
+
+    let mut locked = BTreeSet::new();
+    for (event, _) in &mine {
+        if let Some(pi) = event.kind.payment_intent_id() {
+            locked.insert(lock_key("payment_intent", pi));
         }
-        sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
-        match apply_claimed(&mut tx, event, body).await {
-            Ok(done) => {
-                sqlx::query("RELEASE SAVEPOINT event")
-                    .execute(&mut *tx)
-                    .await?;
-                notify |= !done.1.transitions.is_empty();
-                results.push(Ok(done));
-            }
-            Err(e) if crate::db::is_transient(&e) => return Err(e),
-            Err(e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT event")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM processed_events WHERE event_id = $1")
-                    .bind(&event.id)
-                    .execute(&mut *tx)
-                    .await?;
-                results.push(Err(e));
-            }
+        if let Some(order) = event.order_id() {
+            locked.insert(lock_key("order", order));
         }
     }
-    if notify {
-        // Wakes the outbox relay once this transaction commits.
-        sqlx::query("SELECT pg_notify('outbox', '')")
-            .execute(&mut *tx)
-            .await?;
-    }
+    lock_all(&mut tx, &locked).await?;
+    let pis: Vec<&str> = mine
+        .iter()
+        .filter_map(|(e, _)| e.kind.payment_intent_id())
+        .collect();
+    let links = load_links(&mut tx, &pis).await?;
+    let late: BTreeSet<String> = links
+        .values()
+        .map(|order| lock_key("order", order))
+        .filter(|key| !locked.contains(key))
+        .collect();
+    lock_all(&mut tx, &late).await?;
+
+    let mut order_ids: Vec<&str> = mine.iter().filter_map(|(e, _)| e.order_id()).collect();
+    order_ids.extend(links.values().map(String::as_str));
+    let orders = load_orders(&mut tx, &order_ids).await?;
+    let linking: Vec<&str> = mine
+        .iter()
+        .filter(|(e, _)| e.kind.session().is_some())
+        .filter_map(|(e, _)| e.kind.payment_intent_id())
+        .collect();
+    let parked = take_parked(&mut tx, &linking).await?;
+
+    let mut batch = Batch::new(orders, links, parked);
+    let now = OffsetDateTime::now_utc();
+    let mut first_seen = HashSet::new();
+    let results = events
+        .iter()
+        .map(|(event, body)| {
+            if claimed.contains(&event.id) && first_seen.insert(event.id.as_str()) {
+                batch.handle(event, body, now)
+            } else {
+                // Processed before, or a second copy inside this batch.
+                (Outcome::Duplicate, Report::default())
+            }
+        })
+        .collect();
+    batch.write(&mut tx).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -113,34 +128,244 @@ pub async fn process_batch(
 /// One event in its own transaction.
 pub async fn process(pool: &PgPool, event: &OrderEvent, body: &[u8]) -> EventResult {
     let mut results = process_batch(pool, &[(event, body)]).await?;
-    results.pop().expect("one result per event")
+    Ok(results.pop().expect("one result per event"))
 }
 
-/// Everything after the dedup record: resolve the order, park or apply, link.
-async fn apply_claimed(tx: &mut PgConnection, event: &OrderEvent, body: &[u8]) -> EventResult {
-    let mut report = Report::default();
-    let payment_intent = event.kind.payment_intent_id();
-    let order_id = match event.order_id() {
-        Some(id) => Some(id.to_owned()),
-        None => match payment_intent {
-            Some(pi) => linked_order(tx, pi).await?,
-            None => None,
-        },
-    };
-    let Some(order_id) = order_id else {
-        park(tx, event, body).await?;
-        record_outcome(tx, &event.id, Outcome::Unmatched, None).await?;
-        return Ok((Outcome::Unmatched, report));
-    };
-    // Held already when the event named its order; found through a link, not yet.
-    lock(tx, "order", &order_id).await?;
-    let now = OffsetDateTime::now_utc();
-    let outcome = apply_and_store(tx, &order_id, event, now, &mut report).await?;
-    if let (Some(pi), Some(_)) = (payment_intent, event.kind.session()) {
-        link_and_release(tx, pi, &order_id, now, &mut report).await?;
+/// A parked PaymentIntent event, waiting for the session that links it.
+struct ParkedEvent {
+    event: OrderEvent,
+    body: Vec<u8>,
+    payment_intent_id: String,
+}
+
+/// The batch's working set: what it read, what it decided, what it will write.
+struct Batch {
+    orders: HashMap<String, Order>,
+    changed: BTreeSet<String>,
+    links: HashMap<String, String>,
+    new_links: Vec<(String, String)>,
+    parked: Vec<ParkedEvent>,
+    transitions: Vec<(String, Transition, String)>,
+    messages: Vec<OrderMessage>,
+    /// Last outcome per event id (a parked event released in the same batch
+    /// ends `applied` or `stale`, not `unmatched`).
+    outcomes: BTreeMap<String, (Outcome, Option<String>)>,
+}
+
+impl Batch {
+    fn new(
+        orders: HashMap<String, Order>,
+        links: HashMap<String, String>,
+        parked: Vec<ParkedEvent>,
+    ) -> Batch {
+        Batch {
+            orders,
+            changed: BTreeSet::new(),
+            links,
+            new_links: Vec::new(),
+            parked,
+            transitions: Vec::new(),
+            messages: Vec::new(),
+            outcomes: BTreeMap::new(),
+        }
     }
-    record_outcome(tx, &event.id, outcome, Some(&order_id)).await?;
-    Ok((outcome, report))
+
+    /// The steps of `fulfillment_core::Model::handle`, on the working set.
+    fn handle(
+        &mut self,
+        event: &OrderEvent,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> (Outcome, Report) {
+        let mut report = Report::default();
+        let payment_intent = event.kind.payment_intent_id();
+        let order_id = event
+            .order_id()
+            .map(str::to_owned)
+            .or_else(|| payment_intent.and_then(|pi| self.links.get(pi).cloned()));
+        let Some(order_id) = order_id else {
+            let pi = payment_intent.expect("only PaymentIntent events can lack an order");
+            self.parked.push(ParkedEvent {
+                event: event.clone(),
+                body: body.to_vec(),
+                payment_intent_id: pi.to_owned(),
+            });
+            self.outcomes
+                .insert(event.id.clone(), (Outcome::Unmatched, None));
+            return (Outcome::Unmatched, report);
+        };
+        let outcome = self.apply(&order_id, event, now, &mut report);
+        self.outcomes
+            .insert(event.id.clone(), (outcome, Some(order_id.clone())));
+        if let (Some(pi), Some(_)) = (payment_intent, event.kind.session()) {
+            self.link_and_release(pi, &order_id, now, &mut report);
+        }
+        (outcome, report)
+    }
+
+    fn apply(
+        &mut self,
+        order_id: &str,
+        event: &OrderEvent,
+        now: OffsetDateTime,
+        report: &mut Report,
+    ) -> Outcome {
+        let current = self.orders.remove(order_id);
+        let applied = apply(current, order_id, event, now);
+        self.orders.insert(order_id.to_owned(), applied.order);
+        self.changed.insert(order_id.to_owned());
+        let (Some(transition), Some(message)) = (applied.decision.transition(), applied.message)
+        else {
+            return Outcome::Stale;
+        };
+        self.transitions
+            .push((order_id.to_owned(), transition, event.id.clone()));
+        self.messages.push(message);
+        report.transitions.push(transition);
+        Outcome::Applied
+    }
+
+    /// Records the session's PaymentIntent link (the first link wins) and
+    /// applies the events parked for it to the linked order.
+    fn link_and_release(
+        &mut self,
+        pi: &str,
+        order_id: &str,
+        now: OffsetDateTime,
+        report: &mut Report,
+    ) {
+        if !self.links.contains_key(pi) {
+            self.links.insert(pi.to_owned(), order_id.to_owned());
+            self.new_links.push((pi.to_owned(), order_id.to_owned()));
+        }
+        let owner = self.links[pi].clone();
+        let (released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.payment_intent_id == pi);
+        self.parked = still;
+        for p in released {
+            let outcome = self.apply(&owner, &p.event, now, report);
+            self.outcomes
+                .insert(p.event.id.clone(), (outcome, Some(owner.clone())));
+            report.released += 1;
+        }
+    }
+
+    /// One statement per table.
+    async fn write(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let orders: Vec<&Order> = self.changed.iter().map(|id| &self.orders[id]).collect();
+        store_orders(tx, &orders).await?;
+        if !self.transitions.is_empty() {
+            let order_ids: Vec<&str> = self
+                .transitions
+                .iter()
+                .map(|(o, _, _)| o.as_str())
+                .collect();
+            let from: Vec<Option<&str>> = self
+                .transitions
+                .iter()
+                .map(|(_, t, _)| t.from.map(OrderStatus::as_str))
+                .collect();
+            let to: Vec<&str> = self
+                .transitions
+                .iter()
+                .map(|(_, t, _)| t.to.as_str())
+                .collect();
+            let event_ids: Vec<&str> = self
+                .transitions
+                .iter()
+                .map(|(_, _, e)| e.as_str())
+                .collect();
+            sqlx::query(
+                "INSERT INTO order_transitions (order_id, from_status, to_status, event_id) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+            )
+            .bind(&order_ids)
+            .bind(&from)
+            .bind(&to)
+            .bind(&event_ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.messages.is_empty() {
+            let ids: Vec<&str> = self
+                .messages
+                .iter()
+                .map(|m| m.message_id.as_str())
+                .collect();
+            let keys: Vec<&str> = self.messages.iter().map(|m| m.routing_key()).collect();
+            let bodies: Vec<Vec<u8>> = self.messages.iter().map(OrderMessage::to_json).collect();
+            sqlx::query(
+                "INSERT INTO outbox (message_id, routing_key, body) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&keys)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await?;
+            // Wakes the outbox relay once this transaction commits.
+            sqlx::query("SELECT pg_notify('outbox', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !self.new_links.is_empty() {
+            let (pis, orders): (Vec<&str>, Vec<&str>) = self
+                .new_links
+                .iter()
+                .map(|(p, o)| (p.as_str(), o.as_str()))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO payment_intent_links (payment_intent_id, order_id) \
+                 SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (payment_intent_id) DO NOTHING",
+            )
+            .bind(&pis)
+            .bind(&orders)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.parked.is_empty() {
+            let ids: Vec<&str> = self.parked.iter().map(|p| p.event.id.as_str()).collect();
+            let pis: Vec<&str> = self
+                .parked
+                .iter()
+                .map(|p| p.payment_intent_id.as_str())
+                .collect();
+            let types: Vec<&str> = self
+                .parked
+                .iter()
+                .map(|p| p.event.event_type.as_str())
+                .collect();
+            let bodies: Vec<&[u8]> = self.parked.iter().map(|p| p.body.as_slice()).collect();
+            sqlx::query(
+                "INSERT INTO parked_events (event_id, payment_intent_id, event_type, body) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&pis)
+            .bind(&types)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.outcomes.is_empty() {
+            let ids: Vec<&str> = self.outcomes.keys().map(String::as_str).collect();
+            let labels: Vec<&str> = self.outcomes.values().map(|(o, _)| o.label()).collect();
+            let orders: Vec<Option<&str>> =
+                self.outcomes.values().map(|(_, o)| o.as_deref()).collect();
+            sqlx::query(
+                "UPDATE processed_events AS p SET outcome = u.outcome, order_id = u.order_id, processed_at = now() \
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(event_id, outcome, order_id) \
+                 WHERE p.event_id = u.event_id",
+            )
+            .bind(&ids)
+            .bind(&labels)
+            .bind(&orders)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Inserts the dedup records in id order; returns the ids claimed now. A
@@ -169,25 +394,16 @@ async fn claim_events(
     Ok(claimed.into_iter().collect())
 }
 
-/// Takes the advisory locks of every claimed event's PaymentIntent and named
-/// order, in the order of the lock keys themselves.
-async fn lock_up_front(
-    tx: &mut PgConnection,
-    events: &[(&OrderEvent, &[u8])],
-    claimed: &HashSet<String>,
-) -> Result<(), sqlx::Error> {
-    let mut keys = Vec::new();
-    for (event, _) in events.iter().filter(|(e, _)| claimed.contains(&e.id)) {
-        if let Some(pi) = event.kind.payment_intent_id() {
-            keys.push(lock_key("payment_intent", pi));
-        }
-        if let Some(order) = event.order_id() {
-            keys.push(lock_key("order", order));
-        }
-    }
+fn lock_key(kind: &str, key: &str) -> String {
+    format!("{kind}:{key}")
+}
+
+/// Transaction-scoped advisory locks, taken in the order of the lock ids.
+async fn lock_all(tx: &mut PgConnection, keys: &BTreeSet<String>) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
         return Ok(());
     }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     sqlx::query(
         "SELECT pg_advisory_xact_lock(h) FROM \
          (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
@@ -198,186 +414,119 @@ async fn lock_up_front(
     Ok(())
 }
 
-fn lock_key(kind: &str, key: &str) -> String {
-    format!("{kind}:{key}")
-}
-
-async fn record_outcome(
+async fn load_links(
     tx: &mut PgConnection,
-    event_id: &str,
-    outcome: Outcome,
-    order_id: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE processed_events SET outcome = $2, order_id = $3, processed_at = now() WHERE event_id = $1")
-        .bind(event_id)
-        .bind(outcome.label())
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    pis: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    if pis.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT payment_intent_id, order_id FROM payment_intent_links WHERE payment_intent_id = ANY($1)")
+            .bind(pis)
+            .fetch_all(&mut *tx)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
-/// A transaction-scoped advisory lock on `kind:key`. Taking one this
-/// transaction already holds is harmless (the locks stack).
-async fn lock(tx: &mut PgConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(lock_key(kind, key))
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-async fn linked_order(
-    tx: &mut PgConnection,
-    payment_intent_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT order_id FROM payment_intent_links WHERE payment_intent_id = $1")
-        .bind(payment_intent_id)
-        .fetch_optional(&mut *tx)
-        .await
-}
-
-async fn park(tx: &mut PgConnection, event: &OrderEvent, body: &[u8]) -> Result<(), sqlx::Error> {
-    let pi = event
-        .kind
-        .payment_intent_id()
-        .expect("only PaymentIntent events can lack an order");
-    sqlx::query(
-        "INSERT INTO parked_events (event_id, payment_intent_id, event_type, body) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (event_id) DO NOTHING",
+/// Takes the parked events of these PaymentIntents out of the table, oldest
+/// first; those not released by the batch are written back.
+async fn take_parked(tx: &mut PgConnection, pis: &[&str]) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    if pis.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "WITH taken AS (DELETE FROM parked_events WHERE payment_intent_id = ANY($1) \
+         RETURNING event_id, payment_intent_id, body, parked_at) \
+         SELECT payment_intent_id, body FROM taken ORDER BY parked_at, event_id",
     )
-    .bind(&event.id)
-    .bind(pi)
-    .bind(&event.event_type)
-    .bind(body)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Loads the order, lets the state machine decide, stores the result, and
-/// on a transition appends history and the outbox message.
-async fn apply_and_store(
-    tx: &mut PgConnection,
-    order_id: &str,
-    event: &OrderEvent,
-    now: OffsetDateTime,
-    report: &mut Report,
-) -> Result<Outcome, sqlx::Error> {
-    let current = load_order(tx, order_id).await?;
-    let applied = apply(current, order_id, event, now);
-    store_order(tx, &applied.order).await?;
-    let (Some(transition), Some(message)) = (applied.decision.transition(), applied.message) else {
-        return Ok(Outcome::Stale);
-    };
-    sqlx::query("INSERT INTO order_transitions (order_id, from_status, to_status, event_id) VALUES ($1, $2, $3, $4)")
-        .bind(order_id)
-        .bind(transition.from.map(OrderStatus::as_str))
-        .bind(transition.to.as_str())
-        .bind(&event.id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, body) VALUES ($1, $2, $3) \
-         ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(&message.message_id)
-    .bind(message.routing_key())
-    .bind(message.to_json())
-    .execute(&mut *tx)
-    .await?;
-    report.transitions.push(transition);
-    Ok(Outcome::Applied)
-}
-
-/// Records which order the session's PaymentIntent belongs to (first link
-/// wins) and applies the PaymentIntent events that were waiting for it.
-async fn link_and_release(
-    tx: &mut PgConnection,
-    payment_intent_id: &str,
-    order_id: &str,
-    now: OffsetDateTime,
-    report: &mut Report,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO payment_intent_links (payment_intent_id, order_id) VALUES ($1, $2) \
-         ON CONFLICT (payment_intent_id) DO NOTHING",
-    )
-    .bind(payment_intent_id)
-    .bind(order_id)
-    .execute(&mut *tx)
-    .await?;
-    let owner = linked_order(tx, payment_intent_id)
-        .await?
-        .unwrap_or_else(|| order_id.to_owned());
-    let parked = sqlx::query(
-        "WITH released AS (DELETE FROM parked_events WHERE payment_intent_id = $1 \
-         RETURNING event_id, body, parked_at) SELECT event_id, body FROM released ORDER BY parked_at, event_id",
-    )
-    .bind(payment_intent_id)
+    .bind(pis)
     .fetch_all(&mut *tx)
     .await?;
-    if parked.is_empty() {
-        return Ok(());
-    }
-    if owner != order_id {
-        lock(tx, "order", &owner).await?;
-    }
-    for row in parked {
+    let mut parked = Vec::with_capacity(rows.len());
+    for row in rows {
         let body: Vec<u8> = row.get("body");
         // It parsed when it was parked, with the same code: it parses now.
-        let Ok(Parsed::Handled(event)) = parse_event(&body) else {
-            continue;
-        };
-        let outcome = apply_and_store(tx, &owner, &event, now, report).await?;
-        record_outcome(tx, &event.id, outcome, Some(&owner)).await?;
-        report.released += 1;
+        if let Ok(Parsed::Handled(event)) = parse_event(&body) {
+            parked.push(ParkedEvent {
+                event,
+                body,
+                payment_intent_id: row.get("payment_intent_id"),
+            });
+        }
     }
-    Ok(())
+    Ok(parked)
 }
 
-async fn load_order(tx: &mut PgConnection, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT status, checkout_session_id, payment_intent_id, amount_total, currency, customer_email, livemode \
-         FROM orders WHERE order_id = $1",
+async fn load_orders(
+    tx: &mut PgConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, Order>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
+         customer_email, livemode FROM orders WHERE order_id = ANY($1)",
     )
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .bind(ids)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let status: String = row.get("status");
-    let status = status
-        .parse::<OrderStatus>()
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(Some(Order {
-        order_id: order_id.to_owned(),
-        status,
-        checkout_session_id: row.get("checkout_session_id"),
-        payment_intent_id: row.get("payment_intent_id"),
-        amount_total: row.get("amount_total"),
-        currency: row.get("currency"),
-        customer_email: row.get("customer_email"),
-        livemode: row.get("livemode"),
-    }))
+    let mut orders = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.get("status");
+        let order = Order {
+            order_id: row.get("order_id"),
+            status: status
+                .parse::<OrderStatus>()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            checkout_session_id: row.get("checkout_session_id"),
+            payment_intent_id: row.get("payment_intent_id"),
+            amount_total: row.get("amount_total"),
+            currency: row.get("currency"),
+            customer_email: row.get("customer_email"),
+            livemode: row.get("livemode"),
+        };
+        orders.insert(order.order_id.clone(), order);
+    }
+    Ok(orders)
 }
 
-async fn store_order(tx: &mut PgConnection, order: &Order) -> Result<(), sqlx::Error> {
+async fn store_orders(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
+    let statuses: Vec<&str> = orders.iter().map(|o| o.status.as_str()).collect();
+    let sessions: Vec<Option<&str>> = orders
+        .iter()
+        .map(|o| o.checkout_session_id.as_deref())
+        .collect();
+    let intents: Vec<Option<&str>> = orders
+        .iter()
+        .map(|o| o.payment_intent_id.as_deref())
+        .collect();
+    let amounts: Vec<Option<i64>> = orders.iter().map(|o| o.amount_total).collect();
+    let currencies: Vec<Option<&str>> = orders.iter().map(|o| o.currency.as_deref()).collect();
+    let emails: Vec<Option<&str>> = orders.iter().map(|o| o.customer_email.as_deref()).collect();
+    let livemodes: Vec<bool> = orders.iter().map(|o| o.livemode).collect();
     sqlx::query(
         "INSERT INTO orders (order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         customer_email, livemode) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::bool[]) \
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
          checkout_session_id = EXCLUDED.checkout_session_id, payment_intent_id = EXCLUDED.payment_intent_id, \
          amount_total = EXCLUDED.amount_total, currency = EXCLUDED.currency, \
          customer_email = EXCLUDED.customer_email, livemode = EXCLUDED.livemode, updated_at = now()",
     )
-    .bind(&order.order_id)
-    .bind(order.status.as_str())
-    .bind(&order.checkout_session_id)
-    .bind(&order.payment_intent_id)
-    .bind(order.amount_total)
-    .bind(&order.currency)
-    .bind(&order.customer_email)
-    .bind(order.livemode)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&sessions)
+    .bind(&intents)
+    .bind(&amounts)
+    .bind(&currencies)
+    .bind(&emails)
+    .bind(&livemodes)
     .execute(&mut *tx)
     .await?;
     Ok(())

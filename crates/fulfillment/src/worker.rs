@@ -1,6 +1,6 @@
 //! The worker pool: consumes `stripe.fulfillment`, applies the deliveries it
-//! has in hand as one batch (`store::process_batch`, a savepoint per event),
-//! and acks each only after the commit.
+//! has in hand as one batch (`store::process_batch`), and acks each only
+//! after the commit.
 //!
 //! Failure handling, by kind:
 //! - the database is unreachable: the handler keeps the message and waits
@@ -240,7 +240,7 @@ impl Worker {
     }
 
     /// Applies the events in one transaction; if that fails for any reason
-    /// but an outage, applies them one by one, so one bad event (or a
+    /// but an outage, applies them one by one, so one bad event (or a rare
     /// deadlock) costs only itself.
     async fn apply(
         &self,
@@ -259,7 +259,7 @@ impl Worker {
                         return events
                             .into_iter()
                             .zip(results)
-                            .map(|((i, event), result)| (i, self.outcome(event, result)))
+                            .map(|((i, event), result)| (i, self.outcome(event, Ok(result))))
                             .collect();
                     }
                     Err(e) if crate::db::is_unavailable(&e) => {
