@@ -59,6 +59,19 @@ impl Tap {
         next_from(&self.channel, &self.queue, within).await
     }
 
+    /// Asserts that the next message (within 5 s) carries exactly `body`; returns it.
+    pub async fn expect_body(&self, body: &[u8]) -> BasicGetMessage {
+        let message = self
+            .next(Duration::from_secs(5))
+            .await
+            .expect("a published message");
+        assert_eq!(
+            message.delivery.data, body,
+            "the bus carries the body received, byte for byte"
+        );
+        message
+    }
+
     /// Every message that arrives until `quiet` passes without one.
     pub async fn drain(&self, quiet: Duration) -> Vec<BasicGetMessage> {
         let mut all = Vec::new();

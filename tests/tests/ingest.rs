@@ -31,8 +31,7 @@ async fn accepted_event_is_published_byte_for_byte_after_confirm() {
 
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), r#"{"received":true}"#);
-    let msg = tap.next(Duration::from_secs(5)).await.expect("published");
-    assert_eq!(msg.delivery.data, body);
+    let msg = tap.expect_body(&body).await;
     assert_eq!(
         msg.delivery.routing_key.as_str(),
         "checkout.session.completed"
@@ -212,11 +211,7 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
         post_signed(svc.http_port, small, TEST_SECRET).await.status,
         200
     );
-    let msg = tap
-        .next(Duration::from_secs(5))
-        .await
-        .expect("the small one");
-    assert_eq!(msg.delivery.data, small);
+    tap.expect_body(small).await;
     assert!(tap.next(QUIET).await.is_none());
 }
 
@@ -322,14 +317,7 @@ async fn unhandled_types_are_accepted_and_published() {
         post_signed(svc.http_port, body, TEST_SECRET).await.status,
         200
     );
-    assert_eq!(
-        tap.next(Duration::from_secs(5))
-            .await
-            .expect("published")
-            .delivery
-            .data,
-        body
-    );
+    tap.expect_body(body).await;
     // Not ours: the workers' queue does not get it.
     assert_eq!(queue_depth(&env.amqp_url(), "stripe.fulfillment").await, 0);
 }
@@ -364,14 +352,7 @@ async fn broker_down_at_start_gives_503_then_recovers() {
         post_signed(svc.http_port, &body, TEST_SECRET).await.status,
         200
     );
-    assert_eq!(
-        tap.next(Duration::from_secs(5))
-            .await
-            .expect("published")
-            .delivery
-            .data,
-        body
-    );
+    tap.expect_body(&body).await;
     assert!(tap.next(QUIET).await.is_none());
 }
 
