@@ -27,6 +27,7 @@ run: build
 	@echo "  From another shell, send a signed test event and watch the order turn paid:"
 	@echo "    STRIPE_WEBHOOK_SECRET=$(DEV_SECRET) $(BIN) send-event checkout.session.completed --order ord_demo --url http://$(HTTP_ADDR)/webhooks/stripe"
 	@echo "    psql $(DATABASE_URL) -c 'select order_id, status from orders'"
+	@echo "    rabbitmqctl list_queues name messages   # order.paid waits in fulfillment.unrouted until a downstream queue is bound"
 	@echo "  Other types: checkout.session.expired, checkout.session.async_payment_succeeded, payment_intent.succeeded, customer.created, ... (see --help)"
 	@echo
 	STRIPE_WEBHOOK_SECRET=$(DEV_SECRET) $(BIN) serve
