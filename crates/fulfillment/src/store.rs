@@ -67,11 +67,18 @@ pub async fn process_batch(
 ) -> Result<Vec<(Outcome, Report)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let claimed = claim_events(&mut tx, events).await?;
+    // True for the copy of each event this batch applies: claimed now (not
+    // processed before) and the first of its id in the batch.
     let mut first_seen = HashSet::new();
+    let fresh: Vec<bool> = events
+        .iter()
+        .map(|(e, _)| claimed.contains(&e.id) && first_seen.insert(e.id.as_str()))
+        .collect();
     let mine: Vec<(&OrderEvent, &[u8])> = events
         .iter()
-        .filter(|(e, _)| claimed.contains(&e.id) && first_seen.insert(e.id.as_str()))
-        .copied()
+        .zip(&fresh)
+        .filter(|(_, fresh)| **fresh)
+        .map(|(event, _)| *event)
         .collect();
 
     let mut locked = BTreeSet::new();
@@ -108,11 +115,11 @@ pub async fn process_batch(
 
     let mut batch = Batch::new(orders, links, parked);
     let now = OffsetDateTime::now_utc();
-    let mut first_seen = HashSet::new();
     let results = events
         .iter()
-        .map(|(event, body)| {
-            if claimed.contains(&event.id) && first_seen.insert(event.id.as_str()) {
+        .zip(&fresh)
+        .map(|((event, body), fresh)| {
+            if *fresh {
                 batch.handle(event, body, now)
             } else {
                 // Processed before, or a second copy inside this batch.
