@@ -35,7 +35,8 @@
 //!
 //! Because the rank strictly increases on every transition, each status is entered at
 //! most once per order. So `"{order_id}/{status}"` is a stable, unique message id
-//! ([`OrderMessage::message_id`]); a `UNIQUE` constraint on it doubles as a guard, and
+//! ([`OrderMessage::message_id`]; an order id over 200 bytes is replaced by a prefix
+//! and its SHA-256, never cut); a `UNIQUE` constraint on it doubles as a guard, and
 //! there is exactly one `order.paid` per paid order, ever.
 //!
 //! One consequence, by design: *intermediate* messages depend on arrival order. If the
@@ -75,7 +76,7 @@ pub use event::{
     EventKind, HANDLED_EVENT_TYPES, OrderEvent, ParseError, Parsed, PaymentIntentFacts,
     SessionFacts, parse_event,
 };
-pub use message::{MessageType, OrderMessage};
+pub use message::{MAX_MESSAGE_ID_BYTES, MessageType, OrderMessage, VERBATIM_ORDER_ID_MAX};
 pub use model::{Model, ModelOutcome};
 pub use order::{Applied, Decision, Order, Transition, apply, decide};
 pub use status::{OrderStatus, ParseStatusError, PaymentStatus};

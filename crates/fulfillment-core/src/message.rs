@@ -1,4 +1,7 @@
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -101,15 +104,48 @@ impl OrderMessage {
         self.message_type.routing_key()
     }
 
-    /// Stable and unique because an order enters each status at most once.
+    /// `"{order key}/{status}"`: stable (a pure function of the order id and the
+    /// status) and unique, because an order enters each status at most once. The
+    /// order key is the order id itself when it is at most [`VERBATIM_ORDER_ID_MAX`]
+    /// bytes, else a readable prefix plus the SHA-256 of the whole id (see
+    /// [`order_key`]), so the result always fits an AMQP short string
+    /// ([`MAX_MESSAGE_ID_BYTES`]) and is never cut: two long ids sharing their
+    /// first few hundred characters still get different message ids.
     pub fn message_id(order_id: &str, status: OrderStatus) -> String {
-        format!("{order_id}/{status}")
+        format!("{}/{status}", order_key(order_id))
     }
 
     pub fn to_json(&self) -> Vec<u8> {
         // Only strings, integers, booleans and unit enums: serialisation cannot fail.
         serde_json::to_vec(self).expect("OrderMessage serialises to JSON")
     }
+}
+
+/// AMQP short strings (the `message_id` property) hold at most 255 bytes.
+pub const MAX_MESSAGE_ID_BYTES: usize = 255;
+/// Order ids up to this many bytes appear verbatim in message ids.
+pub const VERBATIM_ORDER_ID_MAX: usize = 200;
+/// Bytes of a longer order id kept in front of its hash, for people reading it.
+const HASHED_PREFIX_MAX: usize = 140;
+
+/// The order's part of its message ids.
+///
+/// Why this is injective: a verbatim key is at most 200 bytes; a hashed key is a
+/// prefix of 137 to 140 bytes (cut at a character boundary), `~` and 64 hex digits,
+/// so 202 to 205 bytes: the two kinds never have the same length. Two hashed keys
+/// are equal only if their last 64 characters, the SHA-256 of the whole id, are.
+/// With the longest status (16 bytes) a message id is at most 222 bytes. Statuses
+/// hold no `/`, so the last `/` of a message id separates key and status.
+fn order_key(order_id: &str) -> Cow<'_, str> {
+    if order_id.len() <= VERBATIM_ORDER_ID_MAX {
+        return Cow::Borrowed(order_id);
+    }
+    let mut cut = HASHED_PREFIX_MAX;
+    while !order_id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = Sha256::digest(order_id.as_bytes());
+    Cow::Owned(format!("{}~{}", &order_id[..cut], hex::encode(digest)))
 }
 
 /// RFC 3339 in UTC. Formatting only fails before year 0, which no clock reports; the
@@ -146,6 +182,50 @@ mod tests {
             OrderMessage::message_id("ord_1", OrderStatus::AwaitingPayment),
             "ord_1/awaiting_payment"
         );
+    }
+
+    #[test]
+    fn long_order_ids_are_hashed_not_cut() {
+        let shared = "o".repeat(299);
+        let a = OrderMessage::message_id(&format!("{shared}a"), OrderStatus::Paid);
+        let b = OrderMessage::message_id(&format!("{shared}b"), OrderStatus::Paid);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert!(id.len() <= MAX_MESSAGE_ID_BYTES, "{} bytes", id.len());
+            assert!(id.starts_with(&shared[..HASHED_PREFIX_MAX]));
+            assert!(id.ends_with("/paid"));
+        }
+    }
+
+    #[test]
+    fn the_boundary_between_verbatim_and_hashed() {
+        let at = "x".repeat(VERBATIM_ORDER_ID_MAX);
+        let over = "x".repeat(VERBATIM_ORDER_ID_MAX + 1);
+        assert_eq!(
+            OrderMessage::message_id(&at, OrderStatus::Paid),
+            format!("{at}/paid")
+        );
+        let hashed = OrderMessage::message_id(&over, OrderStatus::Paid);
+        assert_eq!(hashed.len(), 140 + 1 + 64 + "/paid".len());
+    }
+
+    #[test]
+    fn a_short_id_that_imitates_a_hashed_key_is_hashed_itself() {
+        let long = "L".repeat(500);
+        let key = order_key(&long).into_owned();
+        // Someone names an order exactly like the hashed key of another.
+        assert!(key.len() > VERBATIM_ORDER_ID_MAX);
+        assert_ne!(order_key(&key), order_key(&long));
+    }
+
+    #[test]
+    fn the_prefix_is_cut_at_a_character_boundary() {
+        for lead in 0..4 {
+            let id = format!("{}{}", "a".repeat(lead), "€".repeat(200));
+            let message_id = OrderMessage::message_id(&id, OrderStatus::AwaitingPayment);
+            assert!(message_id.len() <= MAX_MESSAGE_ID_BYTES);
+            assert!(message_id.ends_with("/awaiting_payment"));
+        }
     }
 
     #[test]

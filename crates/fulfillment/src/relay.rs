@@ -147,10 +147,17 @@ fn properties(message_id: &str, routing_key: &str) -> BasicProperties {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    // message_id is "{order_id}/{status}"; an order id over 255 bytes is cut
-    // by the short-string limit rather than failing the whole batch.
-    let id = ShortString::try_new(message_id)
-        .unwrap_or_else(|_| ShortString::from(truncate(message_id, 255)));
+    // The core keeps every message id within the short-string limit (long
+    // order ids are hashed), so the property always equals the body's. Only a
+    // row written by a version before that could be longer: cut it rather
+    // than block the outbox, and say so.
+    let id = ShortString::try_new(message_id).unwrap_or_else(|_| {
+        warn!(
+            message_id = truncate(message_id, 64),
+            "outbox row with a message id over 255 bytes (written by an older version); cutting it"
+        );
+        ShortString::from(truncate(message_id, fulfillment_core::MAX_MESSAGE_ID_BYTES))
+    });
     BasicProperties::default()
         .with_message_id(id)
         .with_type(ShortString::from(routing_key))
