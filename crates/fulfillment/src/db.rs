@@ -178,7 +178,9 @@ mod tests {
     fn everything_else_is_worth_retrying() {
         // P0001 raise_exception (a trigger), 23505 unique violation, 40001
         // serialization failure, 57014 query canceled, 55P03 lock not available.
-        for code in ["P0001", "23505", "40001", "57014", "55P03", "08006", "42P01"] {
+        for code in [
+            "P0001", "23505", "40001", "57014", "55P03", "08006", "42P01",
+        ] {
             assert_eq!(failure_of_sqlstate(code), Failure::Transient, "{code}");
         }
     }

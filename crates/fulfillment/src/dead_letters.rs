@@ -73,7 +73,8 @@ impl DeadLetter {
         }
         let p = &properties;
         let text = |v: Option<&ShortString>| v.map_or_else(|| "-".to_owned(), |s| s.to_string());
-        let when = |name| header_str(p, name).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok());
+        let when =
+            |name| header_str(p, name).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok());
         DeadLetter {
             fingerprint: fingerprint(p, body),
             event_id: text(p.message_id().as_ref()),
@@ -151,8 +152,20 @@ type RawRow = (
 );
 
 fn from_raw(r: RawRow) -> Row {
-    let (id, fingerprint, event_id, event_type, error, kind, attempts, first, last, props, body, at) =
-        r;
+    let (
+        id,
+        fingerprint,
+        event_id,
+        event_type,
+        error,
+        kind,
+        attempts,
+        first,
+        last,
+        props,
+        body,
+        at,
+    ) = r;
     Row {
         id,
         letter: DeadLetter {
@@ -259,7 +272,10 @@ impl Mover {
                 FieldTable::default(),
             )
             .await?;
-        info!(queue = DEAD_LETTER_QUEUE, "moving dead letters into the dead_letters table");
+        info!(
+            queue = DEAD_LETTER_QUEUE,
+            "moving dead letters into the dead_letters table"
+        );
         loop {
             let delivery = tokio::select! {
                 next = consumer.next() => match next {

@@ -109,7 +109,8 @@ pub async fn watch_queues(link: BrokerLink, pool: PgPool, shutdown: Shutdown) {
         }
         // Only a complete answer is shown: half of it would make the DLQ
         // look emptier than it is (and stop its alerts).
-        let stored = tokio::time::timeout(Duration::from_secs(3), crate::dead_letters::count(&pool));
+        let stored =
+            tokio::time::timeout(Duration::from_secs(3), crate::dead_letters::count(&pool));
         if let (Some(queued), Ok(Ok(stored))) =
             (queue_depth(&channel, DEAD_LETTER_QUEUE).await, stored.await)
         {
