@@ -186,6 +186,10 @@ async fn publish_dead_letter(url: &str, event_id: &str) {
 }
 
 async fn publish_to_dlq(url: &str, event_id: &str, body: &[u8]) {
+    publish_to(url, DLQ, event_id, body).await;
+}
+
+async fn publish_to(url: &str, queue: &str, event_id: &str, body: &[u8]) {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
@@ -199,7 +203,7 @@ async fn publish_to_dlq(url: &str, event_id: &str, body: &[u8]) {
         .with_type(COMPLETED.into());
     ch.basic_publish(
         "".into(),
-        DLQ.into(),
+        queue.into(),
         BasicPublishOptions::default(),
         body,
         props,
@@ -325,4 +329,48 @@ async fn a_dead_letter_redelivered_to_the_mover_is_stored_once() {
         .await,
         1
     );
+}
+
+#[tokio::test]
+async fn a_batch_with_one_unstorable_event_dead_letters_only_that_one() {
+    let env = TestEnv::new();
+    migrate(&env, &[]);
+    let db = connect(&env.database_url()).await;
+    // Queued before the worker starts, so they arrive in batches; the NUL
+    // fails its batch's statement, and only its own retry alone fails.
+    for i in 0..30 {
+        let id = format!("evt_b{i}");
+        let body = if i == 11 {
+            session_with(&id, "ord_NULHERE", "ord_NULHERE", r"ord_\u0000b")
+        } else {
+            session(&id, COMPLETED, &format!("ord_b{i}"), "paid", None)
+        };
+        publish_to(&env.amqp_url(), "stripe.fulfillment", &id, &body).await;
+    }
+    let worker = Service::start(&env, "worker", &[]).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM orders WHERE status = 'paid'",
+        29,
+        WAIT,
+    )
+    .await;
+    wait_count(&db, "SELECT count(*) FROM dead_letters", 1, WAIT).await;
+    let out = shown(&env, "evt_b11");
+    assert!(
+        out.contains("error kind:    permanent") && out.contains("attempts:      1"),
+        "{out}"
+    );
+    let text = metrics(&worker).await;
+    let batches = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("{series} not in metrics"))
+    };
+    assert!(
+        batches("fulfillment_worker_batch_size_count")
+            > batches("fulfillment_worker_batch_size_bucket{le=\"1\"}"),
+        "some batch held more than one delivery:\n{text}"
+    );
+    assert!(!text.contains("fulfillment_retries_total{"), "{text}");
 }

@@ -100,7 +100,7 @@ pub async fn list(
 ) -> anyhow::Result<()> {
     let rows = dead_letters::list(pool, i64::try_from(limit).unwrap_or(i64::MAX))
         .await
-        .context("reading dead letters")?;
+        .context("reading dead letters (has `fulfillment migrate` run?)")?;
     writeln!(
         out,
         "{:<32} {:<42} {:>8} {:>6}  {:<10} ERROR",
@@ -138,7 +138,7 @@ pub async fn show(pool: &PgPool, event_id: &str, out: &mut impl Write) -> anyhow
     let ids = [event_id.to_owned()];
     let rows = dead_letters::by_events(pool, Some(&ids))
         .await
-        .context("reading dead letters")?;
+        .context("reading dead letters (has `fulfillment migrate` run?)")?;
     if rows.is_empty() {
         writeln!(out, "no dead letter with event id {event_id}")?;
         return Ok(false);
@@ -203,7 +203,7 @@ pub async fn replay(
 ) -> anyhow::Result<usize> {
     let rows = dead_letters::by_events(pool, ids)
         .await
-        .context("reading dead letters")?;
+        .context("reading dead letters (has `fulfillment migrate` run?)")?;
     let (conn, channel) = open(amqp_url).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
