@@ -357,10 +357,7 @@ async fn a_poison_message_is_dead_lettered_and_later_events_flow() {
     )
     .await;
     wait_status(&db, "ord_after", "paid", WAIT).await;
-    assert_eq!(
-        fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await,
-        1
-    );
+    wait_dead_letters(&db, 1).await;
     assert_eq!(
         fulfillment_tests::db::order_status(&db, "ord_poison").await,
         None
@@ -382,13 +379,34 @@ async fn a_poison_message_is_dead_lettered_and_later_events_flow() {
         "{shown}"
     );
     // Listing and showing leave the dead letter where it is.
-    assert_eq!(
-        fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await,
-        1
-    );
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 1);
     assert!(svc.logs().contains("event dead-lettered"));
-    let (ok, purged) = cli(&env, &["dlq", "purge"], &[]);
-    assert!(ok && purged.starts_with("1 message(s) purged"), "{purged}");
+    wait_for_metric(
+        &svc,
+        r#"fulfillment_dead_letters_total{kind="permanent"} 1"#,
+    )
+    .await;
+    wait_for_metric(&svc, "fulfillment_dlq_depth 1").await;
+
+    // No terminal to ask (stdin is not one here) and no --yes: refused.
+    let refused = fulfillment_tests::service::command(&env, &["dlq", "purge"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "purge without --yes must fail");
+    assert!(stderr.contains("--yes"), "says how to confirm: {stderr}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM dead_letters").await,
+        1,
+        "nothing deleted"
+    );
+    let (ok, purged) = cli(&env, &["dlq", "purge", "--yes"], &[]);
+    assert!(
+        ok && purged.starts_with("1 dead letter(s) purged"),
+        "{purged}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
+    wait_for_metric(&svc, "fulfillment_dlq_depth 0").await;
     assert_eq!(messages(&tap).await.len(), 1, "only ord_after's order.paid");
 }
 
@@ -433,13 +451,7 @@ async fn transient_failures_retry_through_the_tiers_then_dead_letter_and_replay(
         r#"fulfillment_retries_total{tier="stripe.fulfillment.retry.400ms"} 1"#,
     )
     .await;
-    let dlq = "stripe.fulfillment.dlq";
-    for _ in 0..100 {
-        if fulfillment_tests::amqp::queue_depth(&env.amqp_url(), dlq).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_dead_letters(&db, 1).await;
     let (_, shown) = cli(&env, &["dlq", "show", "evt_always_1"], &[]);
     assert!(
         shown.contains("attempts:      3"),
@@ -461,8 +473,9 @@ async fn transient_failures_retry_through_the_tiers_then_dead_letter_and_replay(
         "{replayed}"
     );
     wait_status(&db, "ord_always", "paid", WAIT).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(
-        fulfillment_tests::amqp::queue_depth(&env.amqp_url(), dlq).await,
+        fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await,
         0
     );
     // Replaying again what already succeeded is harmless: dedup.
@@ -485,9 +498,12 @@ async fn replaying_a_message_that_succeeded_is_harmless() {
         &body,
     )
     .await;
+    // The worker moves it into the table, where replay finds it.
+    wait_dead_letters(&db, 1).await;
     let (ok, out) = cli(&env, &["dlq", "replay", "evt_twice"], &[]);
     assert!(ok && out.contains("1 message(s) replayed"), "{out}");
     wait_for_metric(&svc, r#"outcome="duplicate"} 1"#).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(
         types_for(&messages(&tap).await, "ord_twice"),
         ["order.paid"]
@@ -605,6 +621,7 @@ async fn workers_wait_out_a_database_outage_without_dead_lettering() {
         fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await,
         0
     );
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(count(&db, "SELECT count(*) FROM processed_events").await, 2);
 }
 
@@ -728,14 +745,7 @@ async fn a_batch_confines_a_failing_event_to_itself() {
         batches > single,
         "some batch held more than one delivery:\n{metrics}"
     );
-    for _ in 0..100 {
-        if fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_dead_letters(&db, 1).await;
     let (_, shown) = cli(&env, &["dlq", "show", "evt_batch_17"], &[]);
     assert!(
         shown.contains("refused") && shown.contains("attempts:      2"),
@@ -752,4 +762,9 @@ fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("{series} not in metrics"))
+}
+
+/// Waits until the workers have moved `n` dead letters into the table.
+async fn wait_dead_letters(db: &sqlx::PgPool, n: i64) {
+    wait_count(db, "SELECT count(*) FROM dead_letters", n, WAIT).await;
 }

@@ -37,7 +37,7 @@ pub enum Command {
     Worker(WorkerCmd),
     /// Creates the database if missing, applies migrations, declares the AMQP topology. Idempotent.
     Migrate(MigrateArgs),
-    /// Inspect and replay dead letters.
+    /// Inspect, replay and purge dead letters (kept in PostgreSQL; listing changes nothing).
     Dlq(DlqCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
@@ -134,21 +134,23 @@ pub struct WorkerArgs {
 pub struct DlqCmd {
     #[command(flatten)]
     pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     #[command(subcommand)]
     pub action: DlqAction,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DlqAction {
-    /// Lists dead letters: event id, type, attempts, age, error.
+    /// Lists dead letters, oldest first: event id, type, attempts, age, kind, error. Read-only.
     List {
         /// Show at most this many.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
-    /// Shows one dead letter in full, by event id.
+    /// Shows one event's dead letter(s) in full, body included. Read-only.
     Show { id: String },
-    /// Puts dead letters back on the work queue (dedup makes replaying a success harmless).
+    /// Puts dead letters back on the work queue, then deletes them here (dedup makes replaying a success harmless). A permanent failure keeps its attempts and goes straight back if it fails again.
     Replay {
         /// Replay every dead letter.
         #[arg(long, conflicts_with = "ids")]
@@ -157,8 +159,12 @@ pub enum DlqAction {
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
     },
-    /// Deletes every dead letter.
-    Purge,
+    /// Deletes every dead letter for good. Asks on a terminal; scripts must pass --yes.
+    Purge {
+        /// Delete without asking (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,67 +1,38 @@
 //! `fulfillment dlq`: what failed for good, why, and putting it back.
 //!
-//! Listing reads messages without acking them and closes the channel, which
-//! returns them all to the queue untouched. Replay publishes each chosen
-//! message to the work queue with confirm before acking it in the DLQ, so a
-//! crash mid-replay duplicates at worst (dedup by event id absorbs that).
+//! Dead letters live in the `dead_letters` table (the workers move them
+//! there from `stripe.fulfillment.dlq`, see `dead_letters`). `list` and
+//! `show` are SELECTs: they change nothing, in the table or on the broker.
+//! `replay` publishes a row's stored body and properties to the work queue
+//! with a publisher confirm, then deletes the row; a crash in between
+//! duplicates the event at worst, and dedup by event id absorbs that.
+//! `purge` deletes rows, after a confirmation.
 
-use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
 
 use anyhow::Context;
-use lapin::message::BasicGetMessage;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
-};
-use lapin::types::{AMQPValue, ShortString};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-use crate::time_fmt::{age_secs, now_rfc3339};
+use crate::dead_letters::{self, Row};
+use crate::time_fmt::now_rfc3339;
 use crate::topology::{DEAD_LETTER_QUEUE, WORK_QUEUE};
-use crate::worker::{header_int, header_str, headers};
+use crate::worker::headers;
 
-/// What an operator needs to know about one dead letter.
-pub struct DeadLetter {
-    pub event_id: String,
-    pub event_type: String,
-    pub error: String,
-    pub kind: String,
-    pub attempts: u32,
-    pub first_failure_at: Option<String>,
-    pub last_failure_at: Option<String>,
-    pub body: Vec<u8>,
+fn age(letter_at: Option<OffsetDateTime>) -> String {
+    letter_at
+        .map(|t| human_age((OffsetDateTime::now_utc() - t).whole_seconds()))
+        .unwrap_or_else(|| "-".into())
 }
 
-impl DeadLetter {
-    fn from_message(m: &BasicGetMessage) -> DeadLetter {
-        let p = &m.delivery.properties;
-        DeadLetter {
-            event_id: p
-                .message_id()
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".into()),
-            event_type: p
-                .kind()
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".into()),
-            error: header_str(p, headers::ERROR).unwrap_or_else(|| "-".into()),
-            kind: header_str(p, headers::ERROR_KIND).unwrap_or_else(|| "-".into()),
-            attempts: header_int(p, headers::ATTEMPTS),
-            first_failure_at: header_str(p, headers::FIRST_FAILURE_AT),
-            last_failure_at: header_str(p, headers::LAST_FAILURE_AT),
-            body: m.delivery.data.clone(),
-        }
-    }
-
-    fn age(&self) -> String {
-        self.last_failure_at
-            .as_deref()
-            .and_then(age_secs)
-            .map(human_age)
-            .unwrap_or_else(|| "-".into())
-    }
+fn rfc3339(t: Option<OffsetDateTime>) -> String {
+    t.and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn human_age(secs: i64) -> String {
@@ -84,43 +55,65 @@ async fn open(url: &str) -> anyhow::Result<(Connection, Channel)> {
     Ok((conn, channel))
 }
 
-/// Takes up to `limit` messages without acking them.
-async fn take(channel: &Channel, limit: usize) -> anyhow::Result<Vec<BasicGetMessage>> {
-    let mut out = Vec::new();
-    while out.len() < limit {
-        match channel
-            .basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions { no_ack: false })
-            .await?
-        {
-            Some(m) => out.push(m),
-            None => break,
-        }
-    }
-    Ok(out)
+/// Messages in `stripe.fulfillment.dlq` not yet moved into the table (none
+/// while a worker runs), by passive declare: reading the count touches no
+/// message. None if the broker cannot be asked.
+async fn still_queued(url: &str) -> Option<u32> {
+    let ask = async {
+        let (conn, channel) = open(url).await.ok()?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let q = channel
+            .queue_declare(DEAD_LETTER_QUEUE.into(), passive, FieldTable::default())
+            .await
+            .ok();
+        let _ = conn.close(200, "counted".into()).await;
+        q.map(|q| q.message_count())
+    };
+    tokio::time::timeout(Duration::from_secs(3), ask)
+        .await
+        .ok()
+        .flatten()
 }
 
-pub async fn list(url: &str, limit: usize, out: &mut impl Write) -> anyhow::Result<()> {
-    let (conn, channel) = open(url).await?;
-    let letters: Vec<DeadLetter> = take(&channel, limit)
-        .await?
-        .iter()
-        .map(DeadLetter::from_message)
-        .collect();
-    // Closing without acking puts every message back.
-    let _ = conn.close(200, "listed".into()).await;
+fn note_queued(queued: Option<u32>, out: &mut impl Write) -> std::io::Result<()> {
+    match queued {
+        Some(0) => Ok(()),
+        Some(n) => writeln!(
+            out,
+            "{n} more in {DEAD_LETTER_QUEUE}, not yet moved into the table (a running worker moves them)"
+        ),
+        None => writeln!(
+            out,
+            "(could not ask RabbitMQ whether {DEAD_LETTER_QUEUE} holds more)"
+        ),
+    }
+}
+
+pub async fn list(
+    pool: &PgPool,
+    amqp_url: &str,
+    limit: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let rows = dead_letters::list(pool, i64::try_from(limit).unwrap_or(i64::MAX))
+        .await
+        .context("reading dead letters (has `fulfillment migrate` run?)")?;
     writeln!(
         out,
         "{:<32} {:<42} {:>8} {:>6}  {:<10} ERROR",
         "EVENT ID", "TYPE", "ATTEMPTS", "AGE", "KIND"
     )?;
-    for l in &letters {
+    for Row { letter: l, .. } in &rows {
         writeln!(
             out,
             "{:<32} {:<42} {:>8} {:>6}  {:<10} {}",
-            l.event_id,
-            l.event_type,
+            one_line(&l.event_id, 64),
+            one_line(&l.event_type, 64),
             l.attempts,
-            l.age(),
+            age(l.last_failure_at),
             l.kind,
             one_line(&l.error, 120)
         )?;
@@ -128,80 +121,95 @@ pub async fn list(url: &str, limit: usize, out: &mut impl Write) -> anyhow::Resu
     writeln!(
         out,
         "{} dead letter(s){}",
-        letters.len(),
-        if letters.len() == limit {
+        rows.len(),
+        if rows.len() == limit {
             " (limit reached)"
         } else {
             ""
         }
     )?;
+    note_queued(still_queued(amqp_url).await, out)?;
     Ok(())
 }
 
-pub async fn show(url: &str, event_id: &str, out: &mut impl Write) -> anyhow::Result<bool> {
-    let (conn, channel) = open(url).await?;
-    let letters: Vec<DeadLetter> = take(&channel, usize::MAX)
-        .await?
-        .iter()
-        .map(DeadLetter::from_message)
-        .collect();
-    let _ = conn.close(200, "shown".into()).await;
-    let Some(l) = letters.iter().find(|l| l.event_id == event_id) else {
+/// Shows every dead letter of `event_id` (an event can fail for good more
+/// than once, e.g. after a replay); false if there is none.
+pub async fn show(pool: &PgPool, event_id: &str, out: &mut impl Write) -> anyhow::Result<bool> {
+    let ids = [event_id.to_owned()];
+    let rows = dead_letters::by_events(pool, Some(&ids))
+        .await
+        .context("reading dead letters (has `fulfillment migrate` run?)")?;
+    if rows.is_empty() {
         writeln!(out, "no dead letter with event id {event_id}")?;
         return Ok(false);
-    };
-    writeln!(out, "event id:      {}", l.event_id)?;
-    writeln!(out, "type:          {}", l.event_type)?;
-    writeln!(out, "error kind:    {}", l.kind)?;
-    writeln!(out, "error:         {}", l.error)?;
-    writeln!(out, "attempts:      {}", l.attempts)?;
-    writeln!(
-        out,
-        "first failure: {}",
-        l.first_failure_at.as_deref().unwrap_or("-")
-    )?;
-    writeln!(
-        out,
-        "last failure:  {} ({} ago)",
-        l.last_failure_at.as_deref().unwrap_or("-"),
-        l.age()
-    )?;
-    writeln!(out, "body:")?;
-    match serde_json::from_slice::<serde_json::Value>(&l.body) {
-        Ok(v) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
-        Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&l.body))?,
+    }
+    for (n, row) in rows.iter().enumerate() {
+        if n > 0 {
+            writeln!(out)?;
+        }
+        let l = &row.letter;
+        writeln!(out, "event id:      {}", l.event_id)?;
+        writeln!(out, "type:          {}", l.event_type)?;
+        writeln!(out, "error kind:    {}", l.kind)?;
+        writeln!(out, "error:         {}", l.error)?;
+        writeln!(out, "attempts:      {}", l.attempts)?;
+        writeln!(out, "first failure: {}", rfc3339(l.first_failure_at))?;
+        writeln!(
+            out,
+            "last failure:  {} ({} ago)",
+            rfc3339(l.last_failure_at),
+            age(l.last_failure_at)
+        )?;
+        writeln!(
+            out,
+            "dead-lettered: {}",
+            rfc3339(Some(row.dead_lettered_at))
+        )?;
+        writeln!(out, "body:")?;
+        match serde_json::from_slice::<serde_json::Value>(&l.body) {
+            Ok(v) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+            Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&l.body))?,
+        }
     }
     Ok(true)
 }
 
-/// Replays the chosen messages (all when `ids` is None); returns how many.
-pub async fn replay(
-    url: &str,
-    ids: Option<&BTreeSet<String>>,
-    out: &mut impl Write,
-) -> anyhow::Result<usize> {
-    let (conn, channel) = open(url).await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let mut replayed = 0;
-    for message in take(&channel, usize::MAX).await? {
-        let letter = DeadLetter::from_message(&message);
-        if ids.is_some_and(|ids| !ids.contains(&letter.event_id)) {
-            continue; // left unacked: back in the DLQ when we close
-        }
-        let mut props = message.delivery.properties.clone();
-        let mut table = props.headers().clone().unwrap_or_default();
-        // A fresh retry budget; the history stays readable in the other headers.
+/// The properties a replay publishes: the stored ones, stamped with the
+/// replay time. A transient failure gets a fresh retry budget; a permanent
+/// one keeps its attempts, so the history shows every time it was tried
+/// (it goes straight back to the DLQ if it fails the same way).
+fn replay_properties(row: &Row) -> lapin::BasicProperties {
+    let props = row.letter.properties.clone();
+    let mut table = props.headers().clone().unwrap_or_default();
+    if row.letter.kind != crate::retry::DeadLetterKind::Permanent.label() {
         table.insert(
             ShortString::from(headers::ATTEMPTS),
             AMQPValue::LongLongInt(0),
         );
-        table.insert(
-            ShortString::from(headers::REPLAYED_AT),
-            AMQPValue::LongString(now_rfc3339().into()),
-        );
-        props = props.with_headers(table);
+    }
+    table.insert(
+        ShortString::from(headers::REPLAYED_AT),
+        AMQPValue::LongString(now_rfc3339().into()),
+    );
+    props.with_headers(table).with_delivery_mode(2)
+}
+
+/// Replays the dead letters of `ids` (all when None); returns how many.
+pub async fn replay(
+    pool: &PgPool,
+    amqp_url: &str,
+    ids: Option<&[String]>,
+    out: &mut impl Write,
+) -> anyhow::Result<usize> {
+    let rows = dead_letters::by_events(pool, ids)
+        .await
+        .context("reading dead letters (has `fulfillment migrate` run?)")?;
+    let (conn, channel) = open(amqp_url).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut replayed = 0;
+    for row in &rows {
         let confirm = channel
             .basic_publish(
                 "".into(),
@@ -210,43 +218,80 @@ pub async fn replay(
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
-                &message.delivery.data,
-                props,
+                &row.letter.body,
+                replay_properties(row),
             )
             .await?
             .await?;
         if !matches!(confirm, Confirmation::Ack(None)) {
             anyhow::bail!(
-                "broker did not accept the replay of {}; it stays in the DLQ",
-                letter.event_id
+                "broker did not accept the replay of {}; it stays a dead letter",
+                row.letter.event_id
             );
         }
-        message.delivery.ack(BasicAckOptions::default()).await?;
-        writeln!(out, "replayed {} ({})", letter.event_id, letter.event_type)?;
+        // Published and confirmed: only now is the row expendable.
+        dead_letters::delete(pool, row.id)
+            .await
+            .with_context(|| format!("{} was replayed but its row not deleted; a second replay would be absorbed by dedup", row.letter.event_id))?;
+        writeln!(
+            out,
+            "replayed {} ({})",
+            row.letter.event_id, row.letter.event_type
+        )?;
         replayed += 1;
     }
     let _ = conn.close(200, "replayed".into()).await;
-    if let Some(ids) = ids
-        && replayed < ids.len()
-    {
-        writeln!(
-            out,
-            "{} of the ids given were not in the DLQ",
-            ids.len() - replayed
-        )?;
+    if let Some(ids) = ids {
+        let found: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.letter.event_id.as_str()).collect();
+        let missing = ids.iter().filter(|id| !found.contains(id.as_str())).count();
+        if missing > 0 {
+            writeln!(out, "{missing} of the ids given were not dead letters")?;
+        }
     }
     writeln!(out, "{replayed} message(s) replayed to {WORK_QUEUE}")?;
     Ok(replayed)
 }
 
-pub async fn purge(url: &str, out: &mut impl Write) -> anyhow::Result<u32> {
-    let (conn, channel) = open(url).await?;
-    let purged = channel
-        .queue_purge(DEAD_LETTER_QUEUE.into(), QueuePurgeOptions::default())
-        .await?;
-    let _ = conn.close(200, "purged".into()).await;
-    writeln!(out, "{purged} message(s) purged from {DEAD_LETTER_QUEUE}")?;
+/// Deletes every dead letter, once the operator confirmed: on a terminal
+/// by typing `yes`, in a script with `--yes`. Stripe will not resend them.
+pub async fn purge(
+    pool: &PgPool,
+    yes: bool,
+    input: &mut impl BufRead,
+    stdin_is_terminal: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<u64> {
+    if !yes {
+        if !stdin_is_terminal {
+            anyhow::bail!(
+                "dlq purge deletes dead letters for good: pass --yes to confirm (stdin is not a terminal, so there is no one to ask)"
+            );
+        }
+        let n = dead_letters::count(pool)
+            .await
+            .context("counting dead letters")?;
+        write!(
+            out,
+            "Delete {n} dead letter(s) for good? Stripe will not send them again. Type yes to confirm: "
+        )?;
+        out.flush()?;
+        let mut answer = String::new();
+        input.read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            anyhow::bail!("not confirmed; nothing deleted");
+        }
+    }
+    let purged = dead_letters::purge(pool)
+        .await
+        .context("deleting dead letters")?;
+    writeln!(out, "{purged} dead letter(s) purged")?;
     Ok(purged)
+}
+
+/// Whether `purge` may ask: stdin is a terminal.
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
 }
 
 fn one_line(s: &str, max: usize) -> String {

@@ -95,33 +95,43 @@ async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     .await
 }
 
-/// Reads the work queue's and the DLQ's depth from the broker.
-pub async fn watch_queues(link: BrokerLink, shutdown: Shutdown) {
+/// Reads the work queue's depth from the broker, and the dead letters an
+/// operator has to look at: rows in `dead_letters` plus messages still in
+/// the DLQ (moved into the table within moments while a worker runs).
+pub async fn watch_queues(link: BrokerLink, pool: PgPool, shutdown: Shutdown) {
     loop {
         let channel = tokio::select! {
             c = link.wait_up() => c,
             _ = shutdown.wait() => return,
         };
+        if let Some(n) = queue_depth(&channel, WORK_QUEUE).await {
+            metrics::gauge!(m::WORK_QUEUE_DEPTH).set(f64::from(n));
+        }
+        // Only a complete answer is shown: half of it would make the DLQ
+        // look emptier than it is (and stop its alerts).
+        let stored =
+            tokio::time::timeout(Duration::from_secs(3), crate::dead_letters::count(&pool));
+        if let (Some(queued), Ok(Ok(stored))) =
+            (queue_depth(&channel, DEAD_LETTER_QUEUE).await, stored.await)
         {
-            for (queue, gauge) in [
-                (WORK_QUEUE, m::WORK_QUEUE_DEPTH),
-                (DEAD_LETTER_QUEUE, m::DLQ_DEPTH),
-            ] {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                };
-                if let Ok(q) = channel
-                    .queue_declare(queue.into(), passive, FieldTable::default())
-                    .await
-                {
-                    metrics::gauge!(gauge).set(q.message_count() as f64);
-                }
-            }
+            metrics::gauge!(m::DLQ_DEPTH).set(f64::from(queued) + stored as f64);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
             _ = shutdown.wait() => return,
         }
     }
+}
+
+/// Messages ready in `queue`, by passive declare (touches no message).
+async fn queue_depth(channel: &lapin::Channel, queue: &str) -> Option<u32> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count())
 }

@@ -3,6 +3,7 @@
 mod broker;
 mod cli;
 mod db;
+mod dead_letters;
 mod dlq;
 mod health;
 mod http;
@@ -214,8 +215,17 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
         let worker_link =
             BrokerLink::start(url.clone(), "worker", publisher_setup(cfg.policy.delays()));
         let relay_link = BrokerLink::start(url.clone(), "relay", publisher_setup(&[]));
+        // Its own connection: a consumer of the DLQ beside the work consumer
+        // and the relay's publishes would share their flow control.
+        let dead_letter_link = BrokerLink::start(url.clone(), "dead-letters", publisher_setup(&[]));
         links.push(worker_link.clone());
         links.push(relay_link.clone());
+        links.push(dead_letter_link.clone());
+        let mover = dead_letters::Mover {
+            pool: pool.clone(),
+            link: dead_letter_link,
+        };
+        tasks.push(tokio::spawn(mover.run(shutdown.clone())));
         let worker = Arc::new(worker::Worker {
             pool: pool.clone(),
             link: worker_link.clone(),
@@ -233,9 +243,11 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
             publisher: Publisher::new(relay_link.clone(), roles.amqp.confirm_timeout()),
             batch_size: cfg.args.outbox_batch_size,
         };
+        let watched = relay.pool.clone();
         tasks.push(tokio::spawn(relay.run(shutdown.clone())));
         tasks.push(tokio::spawn(health::watch_queues(
             relay_link,
+            watched,
             shutdown.clone(),
         )));
     }
@@ -414,20 +426,30 @@ async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Resul
 
 async fn dlq(args: cli::DlqCmd) -> anyhow::Result<()> {
     check_amqp_url(&args.amqp)?;
+    db::options(&args.database.database_url)?;
     let url = &args.amqp.amqp_url;
+    let pool = db::pool(&args.database.database_url, 2)?;
     let mut out = std::io::stdout().lock();
     match args.action {
-        DlqAction::List { limit } => dlq::list(url, limit, &mut out).await,
-        DlqAction::Show { id } => match dlq::show(url, &id, &mut out).await? {
+        DlqAction::List { limit } => dlq::list(&pool, url, limit, &mut out).await,
+        DlqAction::Show { id } => match dlq::show(&pool, &id, &mut out).await? {
             true => Ok(()),
             false => anyhow::bail!("no dead letter with event id {id}"),
         },
         DlqAction::Replay { all, ids } => {
-            let chosen: std::collections::BTreeSet<String> = ids.into_iter().collect();
-            dlq::replay(url, (!all).then_some(&chosen), &mut out)
+            let mut chosen = ids;
+            chosen.sort();
+            chosen.dedup();
+            dlq::replay(&pool, url, (!all).then_some(chosen.as_slice()), &mut out)
                 .await
                 .map(|_| ())
         }
-        DlqAction::Purge => dlq::purge(url, &mut out).await.map(|_| ()),
+        DlqAction::Purge { yes } => {
+            let terminal = dlq::stdin_is_terminal();
+            let mut input = std::io::stdin().lock();
+            dlq::purge(&pool, yes, &mut input, terminal, &mut out)
+                .await
+                .map(|_| ())
+        }
     }
 }

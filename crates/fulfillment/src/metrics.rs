@@ -19,6 +19,8 @@ pub const OUTBOX_PENDING: &str = "fulfillment_outbox_pending";
 pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "fulfillment_outbox_oldest_pending_seconds";
 pub const OUTBOX_PUBLISHED_TOTAL: &str = "fulfillment_outbox_published_total";
 pub const DLQ_DEPTH: &str = "fulfillment_dlq_depth";
+pub const DEAD_LETTERS_TOTAL: &str = "fulfillment_dead_letters_total";
+pub const DEAD_LETTERS_STORED_TOTAL: &str = "fulfillment_dead_letters_stored_total";
 pub const WORK_QUEUE_DEPTH: &str = "fulfillment_work_queue_depth";
 pub const WORKER_BATCH_SIZE: &str = "fulfillment_worker_batch_size";
 pub const DATABASE_UP: &str = "fulfillment_database_up";
@@ -104,7 +106,18 @@ fn describe() {
         OUTBOX_PUBLISHED_TOTAL,
         "Outbox messages published and confirmed"
     );
-    describe_gauge!(DLQ_DEPTH, "Messages in stripe.fulfillment.dlq");
+    describe_gauge!(
+        DLQ_DEPTH,
+        "Dead letters an operator has to look at: rows in the dead_letters table plus messages still in stripe.fulfillment.dlq"
+    );
+    describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        "Deliveries sent to the DLQ, by kind: permanent (no retry can fix it; sent at once) or exhausted (failed on every delay tier)"
+    );
+    describe_counter!(
+        DEAD_LETTERS_STORED_TOTAL,
+        "Dead letters moved from stripe.fulfillment.dlq into the dead_letters table"
+    );
     describe_gauge!(WORK_QUEUE_DEPTH, "Messages ready in stripe.fulfillment");
     describe_histogram!(
         WORKER_BATCH_SIZE,

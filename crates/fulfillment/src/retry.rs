@@ -11,6 +11,36 @@ pub struct RetryPolicy {
     delays: Vec<Duration>,
 }
 
+/// Whether trying again can help: the one distinction routing needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Something outside the event (a bug since fixed, a trigger, a
+    /// constraint another event will satisfy): worth the delay tiers.
+    Transient,
+    /// The event itself cannot be processed as it is (unparseable, data
+    /// PostgreSQL cannot store): every retry would fail the same way.
+    Permanent,
+}
+
+/// Why a message went to the DLQ; the `x-error-kind` header and the
+/// `kind` label of `fulfillment_dead_letters_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterKind {
+    /// Failed in a way no retry can fix; sent at once.
+    Permanent,
+    /// Failed transiently on every tier.
+    Exhausted,
+}
+
+impl DeadLetterKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            DeadLetterKind::Permanent => "permanent",
+            DeadLetterKind::Exhausted => "exhausted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// Wait in this tier, then try again.
@@ -18,7 +48,7 @@ pub enum Next {
         tier: usize,
         delay: Duration,
     },
-    DeadLetter,
+    DeadLetter(DeadLetterKind),
 }
 
 impl RetryPolicy {
@@ -43,14 +73,21 @@ impl RetryPolicy {
         self.delays.len() as u32 + 1
     }
 
-    /// Where a message goes after its `failures`-th failure (1-based).
-    pub fn after_failure(&self, failures: u32) -> Next {
+    /// Where a message goes after its `failures`-th failure (1-based),
+    /// given what kind of failure it was. The only place that decides
+    /// between a delay tier and the DLQ.
+    pub fn route(&self, failures: u32, failure: Failure) -> Next {
+        if failure == Failure::Permanent {
+            // Whatever the attempt count (a replayed permanent failure
+            // included): the tiers would only delay the same answer.
+            return Next::DeadLetter(DeadLetterKind::Permanent);
+        }
         match self.delays.get(failures.saturating_sub(1) as usize) {
             Some(&delay) => Next::Retry {
                 tier: failures as usize - 1,
                 delay,
             },
-            None => Next::DeadLetter,
+            None => Next::DeadLetter(DeadLetterKind::Exhausted),
         }
     }
 }
@@ -98,28 +135,47 @@ mod tests {
     fn parses_and_routes_failures_through_the_tiers() {
         let p = RetryPolicy::parse("1s, 10s,1m,5m").unwrap();
         assert_eq!(p.max_attempts(), 5);
+        let t = Failure::Transient;
         assert_eq!(
-            p.after_failure(1),
+            p.route(1, t),
             Next::Retry {
                 tier: 0,
                 delay: Duration::from_secs(1)
             }
         );
         assert_eq!(
-            p.after_failure(4),
+            p.route(4, t),
             Next::Retry {
                 tier: 3,
                 delay: Duration::from_secs(300)
             }
         );
-        assert_eq!(p.after_failure(5), Next::DeadLetter);
-        assert_eq!(p.after_failure(500), Next::DeadLetter);
+        let exhausted = Next::DeadLetter(DeadLetterKind::Exhausted);
+        assert_eq!(p.route(5, t), exhausted);
+        assert_eq!(p.route(500, t), exhausted);
+    }
+
+    #[test]
+    fn permanent_failures_skip_the_tiers_on_every_attempt() {
+        let p = RetryPolicy::parse("1s,10s,1m,5m").unwrap();
+        // 1: first delivery; 2: a replayed permanent failure (its attempts
+        // are kept); 0: a header-less message.
+        for failures in [0, 1, 2, 5, 500] {
+            assert_eq!(
+                p.route(failures, Failure::Permanent),
+                Next::DeadLetter(DeadLetterKind::Permanent),
+                "{failures}"
+            );
+        }
     }
 
     #[test]
     fn no_tiers_means_dead_letter_at_once() {
         let p = RetryPolicy::parse("").unwrap();
-        assert_eq!(p.after_failure(1), Next::DeadLetter);
+        assert_eq!(
+            p.route(1, Failure::Transient),
+            Next::DeadLetter(DeadLetterKind::Exhausted)
+        );
     }
 
     #[test]

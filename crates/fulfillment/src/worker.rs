@@ -6,8 +6,10 @@
 //! - the database is unreachable: the handler keeps the message and waits
 //!   for the database (nothing is dead-lettered because of an outage);
 //! - a serialization failure or deadlock: retried at once, a few times;
-//! - any other error: the message goes to the next delay tier, then the DLQ;
-//! - a payload we cannot parse: straight to the DLQ (retrying cannot help).
+//! - a permanent error (a payload we cannot parse, data PostgreSQL refuses
+//!   to store: `db::failure`): straight to the DLQ, `x-error-kind:
+//!   permanent`, also when replayed (retrying cannot help);
+//! - any other error: the message goes to the next delay tier, then the DLQ.
 //!
 //! A retry or dead-letter publish is confirmed before the original is acked,
 //! so a crash in between redelivers the original; dedup absorbs it.
@@ -31,7 +33,7 @@ use fulfillment_core::{OrderEvent, Parsed, parse_event};
 use crate::broker::{BrokerLink, Outgoing, Publisher};
 use crate::health::DbHealth;
 use crate::metrics as m;
-use crate::retry::{Next, RetryPolicy, queue_name};
+use crate::retry::{Failure, Next, RetryPolicy, queue_name};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Outcome};
 use crate::topology::{DEAD_LETTER_QUEUE, WORK_QUEUE};
@@ -76,7 +78,7 @@ enum Handled {
     Failed {
         event_type: String,
         error: String,
-        permanent: bool,
+        failure: Failure,
     },
     /// Shutdown came while waiting for the database: leave it unacked.
     Abandoned,
@@ -194,7 +196,7 @@ impl Worker {
                     handled[i] = Some(Handled::Failed {
                         event_type: property_type(delivery),
                         error: format!("unparseable event: {e}"),
-                        permanent: true,
+                        failure: Failure::Permanent,
                     });
                 }
             }
@@ -230,9 +232,9 @@ impl Worker {
             Handled::Failed {
                 event_type,
                 error,
-                permanent,
+                failure,
             } => {
-                self.route_failure(delivery, &event_type, &error, permanent)
+                self.route_failure(delivery, &event_type, &error, failure)
                     .await;
             }
             Handled::Abandoned => {}
@@ -241,7 +243,8 @@ impl Worker {
 
     /// Applies the events in one transaction; if that fails for any reason
     /// but an outage, applies them one by one, so one bad event (or a rare
-    /// deadlock) costs only itself.
+    /// deadlock) costs only itself. A permanent error falls back too: the
+    /// batch error does not say which event's data was refused.
     async fn apply(
         &self,
         deliveries: &[Delivery],
@@ -328,8 +331,8 @@ impl Worker {
             }
             Err(e) => Handled::Failed {
                 event_type: event.event_type,
-                error: e.to_string(),
-                permanent: false,
+                error: crate::db::describe(&e),
+                failure: crate::db::failure(&e),
             },
         }
     }
@@ -354,14 +357,10 @@ impl Worker {
         delivery: &Delivery,
         event_type: &str,
         error: &str,
-        permanent: bool,
+        failure: Failure,
     ) {
         let attempts = header_int(&delivery.properties, headers::ATTEMPTS) + 1;
-        let next = if permanent {
-            Next::DeadLetter
-        } else {
-            self.policy.after_failure(attempts)
-        };
+        let next = self.policy.route(attempts, failure);
         let event_id = delivery
             .properties
             .message_id()
@@ -370,10 +369,7 @@ impl Worker {
             .unwrap_or_default();
         let (target, outcome, kind) = match next {
             Next::Retry { delay, .. } => (queue_name(delay), "retried", "transient"),
-            Next::DeadLetter if permanent => {
-                (DEAD_LETTER_QUEUE.to_owned(), "dead_lettered", "permanent")
-            }
-            Next::DeadLetter => (DEAD_LETTER_QUEUE.to_owned(), "dead_lettered", "exhausted"),
+            Next::DeadLetter(kind) => (DEAD_LETTER_QUEUE.to_owned(), "dead_lettered", kind.label()),
         };
         let properties = failure_properties(&delivery.properties, attempts, error, kind);
         let published = self
@@ -394,6 +390,7 @@ impl Worker {
                     metrics::counter!(m::RETRIES_TOTAL, "tier" => queue_name(delay)).increment(1);
                     warn!(event_id, event_type, attempts, retry_in = ?delay, error, "event failed; will retry");
                 } else {
+                    metrics::counter!(m::DEAD_LETTERS_TOTAL, "kind" => kind).increment(1);
                     error!(
                         event_id,
                         event_type, attempts, kind, error, "event dead-lettered"
