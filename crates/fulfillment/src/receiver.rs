@@ -144,9 +144,9 @@ impl Receiver {
             }
             Err(rejection) if rejection.shed => {
                 metrics::counter!(m::WEBHOOK_BODY_BUDGET_SHED_TOTAL).increment(1);
-                self.shed_log.note(|suppressed| {
+                self.shed_log.note(|shed| {
                     warn!(
-                        shed = suppressed,
+                        shed,
                         budget_bytes = self.body_budget.limit(),
                         "in-flight body budget exhausted; requests shed with 503 (count since the last line)"
                     )
