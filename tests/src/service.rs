@@ -39,7 +39,10 @@ pub fn command(env: &TestEnv, args: &[&str]) -> Command {
         .env("RUST_LOG", "info")
         .env("DATABASE_URL", env.database_url())
         .env("AMQP_URL", env.amqp_url())
-        .env("STRIPE_WEBHOOK_SECRET", crate::TEST_SECRET);
+        .env("STRIPE_WEBHOOK_SECRET", crate::TEST_SECRET)
+        // Every test stops its services with SIGTERM; a production-length
+        // drain would add seconds to each. Tests of the drain set their own.
+        .env("SHUTDOWN_DRAIN_SECS", "0");
     cmd
 }
 
@@ -123,6 +126,43 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// Peak resident memory since start (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status of a running service");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} missing from /proc/<pid>/status"))
+    }
+
+    /// Waits for the process to exit on its own (after a signal sent with
+    /// [`signal`]) and returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("did not exit within {within:?}; log:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, no goodbye: what a crash or an OOM kill looks like.

@@ -494,6 +494,16 @@ fn bad_configuration_is_one_line_naming_the_setting() {
             vec![("SIGNATURE_TOLERANCE_SECS", "0".into())],
             vec![],
         ),
+        (
+            "MAX_INFLIGHT_BODY_BYTES",
+            vec![("MAX_INFLIGHT_BODY_BYTES", "0".into())],
+            vec![],
+        ),
+        (
+            "MAX_INFLIGHT_BODY_BYTES",
+            vec![("MAX_INFLIGHT_BODY_BYTES", "1048575".into())],
+            vec![],
+        ),
     ];
     for (setting, set, unset) in cases {
         let mut cmd = command(&env, &["receiver"]);

@@ -28,6 +28,8 @@ fn command(bin: &Path, env: &BenchEnv, args: &[&str]) -> Command {
         .env("DATABASE_URL", env.database_url())
         .env("AMQP_URL", env.amqp_url())
         .env("STRIPE_WEBHOOK_SECRET", BENCH_SECRET)
+        // No load balancer to drain from: stop at once on SIGTERM.
+        .env("SHUTDOWN_DRAIN_SECS", "0")
         .kill_on_drop(true);
     cmd
 }

@@ -258,6 +258,12 @@ pub struct ReceiverArgs {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
 
+    /// All request bodies being read before their signature is checked,
+    /// together, at most (bytes); past it new requests get 503 with
+    /// Retry-After, unread. At least MAX_BODY_BYTES.
+    #[arg(long, env = "MAX_INFLIGHT_BODY_BYTES", default_value_t = 67_108_864)]
+    pub max_inflight_body_bytes: usize,
+
     /// Connections served at once; further clients wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -280,6 +286,12 @@ pub struct MetricsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ShutdownArgs {
+    /// On SIGTERM/SIGINT, how long `/readyz` answers 503 while both listeners
+    /// keep serving, so load balancers stop routing here before the listener
+    /// closes. A second signal ends the drain early.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
+    pub shutdown_drain_secs: u64,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

@@ -24,6 +24,11 @@ use crate::shutdown::Shutdown;
 
 pub type Body = Full<Bytes>;
 
+/// Per-connection read buffer, at most. hyper's default (~400 KiB) lets each
+/// connection streaming a body grow a buffer outside MAX_INFLIGHT_BODY_BYTES;
+/// request heads (a few hundred bytes from Stripe) still fit many times over.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
@@ -83,6 +88,7 @@ pub async fn serve<H, F>(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(READ_BUFFER_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! `fulfillment`: one binary, several roles (contract section 2).
 
 mod broker;
+mod budget;
 mod cli;
 mod db;
 mod dead_letters;
@@ -182,7 +183,8 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
     let metrics_listener = http::bind(roles.metrics.metrics_addr, "METRICS_ADDR").await?;
     let grace = Duration::from_secs(roles.shutdown.shutdown_grace_secs);
 
-    let shutdown = start_signal_listener();
+    let (draining, shutdown) =
+        start_signal_listener(Duration::from_secs(roles.shutdown.shutdown_drain_secs));
     let url = roles.amqp.amqp_url.clone();
     let mut links: Vec<BrokerLink> = Vec::new();
     let mut tasks = Vec::new();
@@ -197,6 +199,8 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
                 publisher: Publisher::new(link, roles.amqp.confirm_timeout()),
+                body_budget: budget::BodyBudget::new(args.max_inflight_body_bytes),
+                shed_log: receiver::ThrottledLog::new(Duration::from_secs(10)),
             })
         }
         _ => None,
@@ -253,12 +257,16 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
     }
 
     let ready_links = links.clone();
+    // One readiness for both listeners; false from the first signal on, so
+    // load balancers stop routing here while we still serve.
+    let ready: receiver::Readiness = Arc::new(move || {
+        !draining.is_triggered()
+            && ready_links.iter().all(BrokerLink::is_up)
+            && db_health.as_ref().is_none_or(DbHealth::is_up)
+    });
     let endpoints = Arc::new(receiver::Endpoints {
         receiver,
-        ready: Box::new(move || {
-            ready_links.iter().all(BrokerLink::is_up)
-                && db_health.as_ref().is_none_or(DbHealth::is_up)
-        }),
+        ready: ready.clone(),
     });
     let limits = match &roles.receiver {
         Some(args) => http::Limits {
@@ -275,6 +283,7 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
     let metrics_server = tokio::spawn(serve_metrics(
         metrics_listener,
         prometheus,
+        ready,
         shutdown.clone(),
     ));
     http::serve(
@@ -312,6 +321,12 @@ fn verifier(args: &ReceiverArgs) -> anyhow::Result<stripe_webhook_signature::Ver
     if args.max_body_bytes == 0 {
         anyhow::bail!("MAX_BODY_BYTES: must be at least 1");
     }
+    if args.max_inflight_body_bytes < args.max_body_bytes {
+        anyhow::bail!(
+            "MAX_INFLIGHT_BODY_BYTES: must be at least MAX_BODY_BYTES ({}), or no full-size body could ever be read",
+            args.max_body_bytes
+        );
+    }
     if args.max_connections == 0 {
         anyhow::bail!("MAX_CONNECTIONS: must be at least 1");
     }
@@ -328,13 +343,32 @@ fn check_amqp_url(amqp: &AmqpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_signal_listener() -> Shutdown {
-    let (trigger, shutdown) = shutdown::channel();
+/// Returns (draining, stopping). On the first SIGTERM/SIGINT readiness
+/// fails at once while both listeners keep serving for `drain`; then the
+/// listeners stop accepting and in-flight work gets `SHUTDOWN_GRACE_SECS`.
+fn start_signal_listener(drain: Duration) -> (Shutdown, Shutdown) {
+    let (drain_trigger, draining) = shutdown::channel();
+    let (stop_trigger, stopping) = shutdown::channel();
+    let mut signals = shutdown::Signals::install();
     tokio::spawn(async move {
-        shutdown::os_signal().await;
-        trigger.trigger();
+        signals.next().await;
+        drain_trigger.trigger();
+        if !drain.is_zero() {
+            info!(
+                drain_secs = drain.as_secs(),
+                "draining: /readyz answers 503, still serving"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                _ = signals.next() => info!("second signal: drain cut short"),
+            }
+        }
+        stop_trigger.trigger();
+        // Dropping a trigger also wakes its waiters; keep both until exit.
+        std::future::pending::<()>().await;
+        drop((drain_trigger, stop_trigger));
     });
-    shutdown
+    (draining, stopping)
 }
 
 /// Every link publishes with confirms and declares the topology it relies on
@@ -350,9 +384,13 @@ fn publisher_setup(retry_delays: &[Duration]) -> Setup {
     })
 }
 
+/// `/metrics`, `/healthz` and `/readyz` on `METRICS_ADDR`: a listener with
+/// connection slots of its own, so webhook traffic holding every
+/// `MAX_CONNECTIONS` slot cannot make the probes fail.
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     handle: metrics_exporter_prometheus::PrometheusHandle,
+    ready: receiver::Readiness,
     shutdown: Shutdown,
 ) {
     let limits = http::Limits {
@@ -366,8 +404,11 @@ async fn serve_metrics(
         "metrics",
         move |req| {
             let handle = handle.clone();
+            let ready = ready.clone();
             async move {
-                if req.uri().path() == "/metrics" {
+                if let Some(response) = receiver::health(&req, &ready) {
+                    response
+                } else if req.uri().path() == "/metrics" {
                     let mut response = http::text(200, "");
                     *response.body_mut() = http_body_util::Full::new(handle.render().into());
                     response.headers_mut().insert(

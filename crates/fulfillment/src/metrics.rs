@@ -7,6 +7,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const WEBHOOK_REQUESTS_TOTAL: &str = "fulfillment_webhook_requests_total";
 pub const WEBHOOK_DURATION_SECONDS: &str = "fulfillment_webhook_duration_seconds";
 pub const WEBHOOK_IN_FLIGHT: &str = "fulfillment_webhook_in_flight_requests";
+pub const WEBHOOK_INFLIGHT_BODY_BYTES: &str = "fulfillment_webhook_inflight_body_bytes";
+pub const WEBHOOK_INFLIGHT_BODY_LIMIT_BYTES: &str = "fulfillment_webhook_inflight_body_limit_bytes";
+pub const WEBHOOK_BODY_BUDGET_SHED_TOTAL: &str = "fulfillment_webhook_body_budget_shed_total";
 pub const PUBLISH_CONFIRM_SECONDS: &str = "fulfillment_publish_confirm_seconds";
 pub const BROKER_UP: &str = "fulfillment_broker_up";
 pub const EVENTS_PROCESSED_TOTAL: &str = "fulfillment_events_processed_total";
@@ -61,6 +64,20 @@ fn describe() {
         "Time from request to answer on POST /webhooks/stripe"
     );
     describe_gauge!(WEBHOOK_IN_FLIGHT, "Webhook requests being handled now");
+    describe_gauge!(
+        WEBHOOK_INFLIGHT_BODY_BYTES,
+        Unit::Bytes,
+        "Bytes of request bodies being read before their signature is checked (reserved from MAX_INFLIGHT_BODY_BYTES)"
+    );
+    describe_gauge!(
+        WEBHOOK_INFLIGHT_BODY_LIMIT_BYTES,
+        Unit::Bytes,
+        "MAX_INFLIGHT_BODY_BYTES: the budget fulfillment_webhook_inflight_body_bytes may not exceed"
+    );
+    describe_counter!(
+        WEBHOOK_BODY_BUDGET_SHED_TOTAL,
+        "Webhook POSTs answered 503 unread because MAX_INFLIGHT_BODY_BYTES was in use (also counted as outcome=unavailable)"
+    );
     describe_histogram!(
         PUBLISH_CONFIRM_SECONDS,
         Unit::Seconds,

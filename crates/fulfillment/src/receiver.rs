@@ -1,24 +1,28 @@
 //! `POST /webhooks/stripe`: verify, publish with confirm, then answer.
 //!
-//! The order of checks is the order of cost: size before reading, signature
-//! before parsing, parsing before touching the broker. Nothing is published
-//! unless every check passed, and 200 is sent only after the broker's ack.
+//! The order of checks is the order of cost: size and the signature header's
+//! shape and timestamp before reading, room in the shared body budget before
+//! buffering, signature before parsing, parsing before touching the broker.
+//! Nothing is published unless every check passed, and 200 is sent only
+//! after the broker's ack.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
-use stripe_webhook_signature::Verifier;
+use stripe_webhook_signature::{Verifier, VerifyError, parse_header};
 use tracing::{debug, warn};
 
 use crate::broker::{Outgoing, Publisher};
+use crate::budget::{BodyBudget, Reservation};
 use crate::http::{Body, json, text};
 use crate::metrics as m;
 use crate::topology::{EVENTS_EXCHANGE, is_handled};
@@ -33,14 +37,19 @@ pub struct Receiver {
     pub max_body_bytes: usize,
     pub body_read_timeout: Duration,
     pub publisher: Publisher,
+    /// Shared by every request still reading its body (`MAX_INFLIGHT_BODY_BYTES`).
+    pub body_budget: BodyBudget,
+    pub shed_log: ThrottledLog,
 }
+
+/// `/readyz`: true while this process can do its job (and is not draining).
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What a process serves on `HTTP_ADDR`: the webhook (when it receives) and
 /// the health checks (always).
 pub struct Endpoints {
     pub receiver: Option<Receiver>,
-    /// `/readyz`: true while this process can do its job.
-    pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+    pub ready: Readiness,
 }
 
 impl Endpoints {
@@ -48,13 +57,22 @@ impl Endpoints {
         match (req.method(), req.uri().path(), &self.receiver) {
             (&Method::POST, WEBHOOK_PATH, Some(receiver)) => receiver.webhook(req).await,
             (_, WEBHOOK_PATH, Some(_)) => method_not_allowed("POST"),
-            (&Method::GET, "/healthz", _) => text(200, "ok\n"),
-            (&Method::GET, "/readyz", _) if (self.ready)() => text(200, "ready\n"),
-            (&Method::GET, "/readyz", _) => text(503, "not ready\n"),
-            (_, "/healthz" | "/readyz", _) => method_not_allowed("GET"),
-            _ => text(404, "not found\n"),
+            _ => health(&req, &self.ready).unwrap_or_else(|| text(404, "not found\n")),
         }
     }
+}
+
+/// `/healthz` and `/readyz`, the same on every listener that serves them
+/// (`HTTP_ADDR` and `METRICS_ADDR`); `None` for any other path.
+pub fn health<B>(req: &Request<B>, ready: &Readiness) -> Option<Response<Body>> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(200, "ok\n"),
+        (&Method::GET, "/readyz") if ready() => text(200, "ready\n"),
+        (&Method::GET, "/readyz") => text(503, "not ready\n"),
+        (_, "/healthz" | "/readyz") => method_not_allowed("GET"),
+        _ => return None,
+    };
+    Some(response)
 }
 
 /// What happened to one webhook POST; the label is the metric's `outcome`.
@@ -86,6 +104,11 @@ struct Rejection {
     status: StatusCode,
     reason: String,
     event_id: Option<String>,
+    /// The body was not (wholly) read, so the connection cannot be reused.
+    close: bool,
+    /// Shed for lack of budget: logged in aggregate, never once per request,
+    /// so whoever floods us cannot flood the logs too.
+    shed: bool,
 }
 
 impl Rejection {
@@ -95,7 +118,14 @@ impl Rejection {
             status,
             reason: reason.into(),
             event_id: None,
+            close: false,
+            shed: false,
         }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 }
 
@@ -111,6 +141,17 @@ impl Receiver {
                     Outcome::Accepted,
                     json(200, r#"{"received":true}"#.to_owned()),
                 )
+            }
+            Err(rejection) if rejection.shed => {
+                metrics::counter!(m::WEBHOOK_BODY_BUDGET_SHED_TOTAL).increment(1);
+                self.shed_log.note(|shed| {
+                    warn!(
+                        shed,
+                        budget_bytes = self.body_budget.limit(),
+                        "in-flight body budget exhausted; requests shed with 503 (count since the last line)"
+                    )
+                });
+                (rejection.outcome, rejection_response(&rejection))
             }
             Err(rejection) => {
                 warn!(
@@ -131,18 +172,23 @@ impl Receiver {
 
     /// Returns the accepted event's id.
     async fn accept(&self, req: Request<Incoming>) -> Result<String, Rejection> {
-        self.check_declared_length(&req)?;
-        let signature = signature_header(&req)?;
-        let body = self.read_body(req).await?;
-        self.verifier
-            .verify(&signature, &body, unix_now())
-            .map_err(|e| {
-                Rejection::new(
-                    Outcome::BadSignature,
-                    StatusCode::BAD_REQUEST,
-                    e.to_string(),
-                )
-            })?;
+        let declared = self.check_declared_length(&req)?;
+        let signature = signature_header(&req).map_err(Rejection::closing)?;
+        self.precheck_signature(&signature)
+            .map_err(Rejection::closing)?;
+        let mut reservation = self.reserve(declared)?;
+        let body = self.read_body(req, declared, &mut reservation).await?;
+        let verified = self.verifier.verify(&signature, &body, unix_now());
+        // Authentic or not, the bytes are no longer "unverified": free them
+        // for the next stranger before the (possibly slow) publish.
+        drop(reservation);
+        verified.map_err(|e| {
+            Rejection::new(
+                Outcome::BadSignature,
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+            )
+        })?;
         let envelope = fulfillment_core::parse_envelope(&body).map_err(|e| {
             Rejection::new(Outcome::BadRequest, StatusCode::BAD_REQUEST, e.to_string())
         })?;
@@ -156,7 +202,9 @@ impl Receiver {
         Ok(envelope.id)
     }
 
-    fn check_declared_length(&self, req: &Request<Incoming>) -> Result<(), Rejection> {
+    /// The declared `Content-Length` (hyper has already refused a malformed
+    /// one), refused with 413 when over `MAX_BODY_BYTES`.
+    fn check_declared_length(&self, req: &Request<Incoming>) -> Result<Option<usize>, Rejection> {
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -164,28 +212,91 @@ impl Receiver {
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
             Some(len) if len > self.max_body_bytes as u64 => Err(too_large(self.max_body_bytes)),
-            _ => Ok(()),
+            Some(len) => Ok(Some(len as usize)),
+            None => Ok(None),
         }
     }
 
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Rejection> {
-        let limited = Limited::new(req.into_body(), self.max_body_bytes);
-        match tokio::time::timeout(self.body_read_timeout, limited.collect()).await {
+    /// What can be judged without the body: the header's grammar and its
+    /// timestamp. A stranger's junk header or a replay outside the tolerance
+    /// costs us no body buffer. Same answer (400) as after reading.
+    fn precheck_signature(&self, header: &str) -> Result<(), Rejection> {
+        let bad = |e: VerifyError| {
+            Rejection::new(
+                Outcome::BadSignature,
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+            )
+        };
+        let parsed = parse_header(header).map_err(bad)?;
+        let tolerance = self.verifier.tolerance_secs();
+        if tolerance != 0 && unix_now().abs_diff(parsed.timestamp) > tolerance {
+            return Err(bad(VerifyError::TimestampOutOfTolerance));
+        }
+        Ok(())
+    }
+
+    /// Holds the declared length up front (chunked bodies grow their
+    /// reservation as frames arrive). Never waits: no room is a 503 now.
+    fn reserve(&self, declared: Option<usize>) -> Result<Reservation, Rejection> {
+        let mut reservation = self.body_budget.reservation();
+        reservation
+            .grow(declared.unwrap_or(0))
+            .map_err(|_| shed())?;
+        Ok(reservation)
+    }
+
+    async fn read_body(
+        &self,
+        req: Request<Incoming>,
+        declared: Option<usize>,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, Rejection> {
+        let read = self.read_frames(req.into_body(), declared, reservation);
+        match tokio::time::timeout(self.body_read_timeout, read).await {
             Err(_) => Err(Rejection::new(
                 Outcome::BadRequest,
                 StatusCode::REQUEST_TIMEOUT,
                 "request body not received in time",
-            )),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(too_large(self.max_body_bytes))
-            }
-            Ok(Err(e)) => Err(Rejection::new(
-                Outcome::BadRequest,
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            )),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            )
+            .closing()),
+            Ok(result) => result,
         }
+    }
+
+    /// Copies frames into one buffer sized by the declared length, so the
+    /// memory held is what the reservation says (no second copy at the end).
+    async fn read_frames(
+        &self,
+        mut body: Incoming,
+        declared: Option<usize>,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, Rejection> {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Rejection::new(
+                    Outcome::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                )
+                .closing()
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry nothing we use
+            };
+            let total = buf.len() + data.len();
+            if total > self.max_body_bytes {
+                return Err(too_large(self.max_body_bytes));
+            }
+            if total > reservation.held() {
+                reservation
+                    .grow(total - reservation.held())
+                    .map_err(|_| shed())?;
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf.freeze())
     }
 
     async fn publish(&self, id: &str, event_type: &str, body: &[u8]) -> Result<(), Rejection> {
@@ -241,31 +352,39 @@ fn check_amqp_names(id: &str, event_type: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// No room in the body budget: the same answer as a broker outage (503,
+/// `Retry-After`), so Stripe retries; the body is never read.
+fn shed() -> Rejection {
+    let mut r = Rejection::new(
+        Outcome::Unavailable,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many request bodies in flight, retry later",
+    )
+    .closing();
+    r.shed = true;
+    r
+}
+
 fn too_large(limit: usize) -> Rejection {
+    // The rest of an oversized body is never read.
     Rejection::new(
         Outcome::TooLarge,
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("body larger than {limit} bytes"),
     )
+    .closing()
 }
 
 fn rejection_response(r: &Rejection) -> Response<Body> {
     let body = serde_json::json!({ "error": r.outcome.label(), "reason": r.reason }).to_string();
     let mut response = json(r.status.as_u16(), body);
     let headers = response.headers_mut();
-    match r.outcome {
-        Outcome::Unavailable => {
-            headers.insert("retry-after", HeaderValue::from_static(RETRY_AFTER_SECS));
-        }
-        // The rest of an oversized or stalled body is never read, so the
-        // connection cannot be reused.
-        Outcome::TooLarge => {
-            headers.insert("connection", HeaderValue::from_static("close"));
-        }
-        _ if r.status == StatusCode::REQUEST_TIMEOUT => {
-            headers.insert("connection", HeaderValue::from_static("close"));
-        }
-        _ => {}
+    if r.outcome == Outcome::Unavailable {
+        headers.insert("retry-after", HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
+    // A body not wholly read leaves the connection mid-request: not reusable.
+    if r.close {
+        headers.insert("connection", HeaderValue::from_static("close"));
     }
     response
 }
@@ -283,4 +402,69 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Logs at most one line per `every`, carrying how many events it stands for.
+pub struct ThrottledLog {
+    every: Duration,
+    started: Instant,
+    /// Milliseconds since `started` when the last line was written, plus one
+    /// (0 = never).
+    last_ms: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl ThrottledLog {
+    pub fn new(every: Duration) -> ThrottledLog {
+        ThrottledLog {
+            every,
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event; calls `log` with the count since the last line when
+    /// a line is due.
+    pub fn note(&self, log: impl FnOnce(u64)) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.every.as_millis() as u64;
+        // Only the caller that wins the swap writes the line.
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            log(self.pending.swap(0, Ordering::AcqRel));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_log_writes_one_line_per_period_with_the_count() {
+        let log = ThrottledLog::new(Duration::from_secs(3600));
+        let mut lines = Vec::new();
+        for _ in 0..1000 {
+            log.note(|n| lines.push(n));
+        }
+        assert_eq!(
+            lines,
+            vec![1],
+            "the first event is logged at once, the rest wait"
+        );
+
+        let log = ThrottledLog::new(Duration::ZERO);
+        let mut lines = Vec::new();
+        log.note(|n| lines.push(n));
+        std::thread::sleep(Duration::from_millis(2));
+        log.note(|n| lines.push(n));
+        assert_eq!(lines, vec![1, 1]);
+    }
 }

@@ -35,13 +35,27 @@ impl Shutdown {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn os_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+/// SIGTERM and SIGINT, as a stream: the first starts the drain, a second
+/// one (an impatient operator) ends it.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+        }
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT received; shutting down"),
+        }
     }
 }
