@@ -69,6 +69,7 @@ mod model;
 mod order;
 pub mod sample;
 mod status;
+pub mod upkeep;
 
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use event::{

@@ -128,6 +128,22 @@ pub struct WorkerArgs {
     /// Outbox messages the relay publishes per transaction.
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 200)]
     pub outbox_batch_size: i64,
+
+    /// A parked PaymentIntent event no session claims within this is given up as unmatched_expired (units s, m, h, d).
+    #[arg(long, env = "PARKED_TTL", default_value = "7d")]
+    pub parked_ttl: String,
+
+    /// Dedup records and stored event bodies are kept at least this many days.
+    #[arg(long, env = "RETENTION_DAYS", default_value = "35")]
+    pub retention_days: String,
+
+    /// Published outbox rows are deleted after this many days (unpublished ones never).
+    #[arg(long, env = "OUTBOX_RETENTION_DAYS", default_value = "7")]
+    pub outbox_retention_days: String,
+
+    /// How often a worker tries to run the expiry and retention job (one replica at a time).
+    #[arg(long, env = "RETENTION_INTERVAL", default_value = "5m", hide = true)]
+    pub retention_interval: String,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod shutdown;
 mod store;
 mod time_fmt;
 mod topology;
+mod upkeep;
 mod worker;
 
 use std::process::ExitCode;
@@ -144,6 +145,37 @@ struct WorkerConfig {
     args: WorkerArgs,
     database_url: String,
     policy: RetryPolicy,
+    bounds: Bounds,
+}
+
+/// How long state is kept, and how often that is enforced.
+struct Bounds {
+    parked_ttl: Duration,
+    retention: Duration,
+    outbox_retention: Duration,
+    interval: Duration,
+}
+
+fn bounds(args: &WorkerArgs) -> anyhow::Result<Bounds> {
+    use fulfillment_core::upkeep::{parse_days, parse_duration};
+    let parked_ttl =
+        parse_duration(&args.parked_ttl).map_err(|e| anyhow::anyhow!("PARKED_TTL: {e}"))?;
+    if parked_ttl.is_zero() {
+        anyhow::bail!("PARKED_TTL: must be positive");
+    }
+    let interval = parse_duration(&args.retention_interval)
+        .map_err(|e| anyhow::anyhow!("RETENTION_INTERVAL: {e}"))?;
+    if interval < Duration::from_millis(10) {
+        anyhow::bail!("RETENTION_INTERVAL: must be at least 10ms");
+    }
+    Ok(Bounds {
+        parked_ttl,
+        retention: parse_days(&args.retention_days)
+            .map_err(|e| anyhow::anyhow!("RETENTION_DAYS: {e}"))?,
+        outbox_retention: parse_days(&args.outbox_retention_days)
+            .map_err(|e| anyhow::anyhow!("OUTBOX_RETENTION_DAYS: {e}"))?,
+        interval,
+    })
 }
 
 fn worker_config(args: WorkerArgs, database: DatabaseArgs) -> anyhow::Result<WorkerConfig> {
@@ -162,10 +194,12 @@ fn worker_config(args: WorkerArgs, database: DatabaseArgs) -> anyhow::Result<Wor
     if args.outbox_batch_size < 1 {
         anyhow::bail!("OUTBOX_BATCH_SIZE: must be at least 1");
     }
+    let bounds = bounds(&args)?;
     Ok(WorkerConfig {
         args,
         database_url: database.database_url,
         policy,
+        bounds,
     })
 }
 
@@ -228,6 +262,14 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
             shutdown_grace: grace,
         });
         tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+        let upkeep = upkeep::Upkeep {
+            pool: pool.clone(),
+            parked_ttl: cfg.bounds.parked_ttl,
+            retention: cfg.bounds.retention,
+            outbox_retention: cfg.bounds.outbox_retention,
+            interval: cfg.bounds.interval,
+        };
+        tasks.push(tokio::spawn(upkeep.run(shutdown.clone())));
         let relay = relay::Relay {
             pool,
             publisher: Publisher::new(relay_link.clone(), roles.amqp.confirm_timeout()),
