@@ -36,9 +36,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h, d)"))?;
     let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: not a number"))?;
+    let n: u64 = number.parse().map_err(|_| format!("{s:?}: not a number"))?;
     let scale = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => 1,

@@ -39,6 +39,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect and replay dead letters.
     Dlq(DlqCmd),
+    /// One order's story: status, events and their outcomes, transitions, messages (read-only, needs DATABASE_URL).
+    Orders(OrdersCmd),
+    /// One Stripe event: outcome, order, the body Stripe sent (read-only, needs DATABASE_URL).
+    Events(EventsCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
 }
@@ -144,6 +148,44 @@ pub struct WorkerArgs {
     /// How often a worker tries to run the expiry and retention job (one replica at a time).
     #[arg(long, env = "RETENTION_INTERVAL", default_value = "5m", hide = true)]
     pub retention_interval: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OrdersCmd {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: OrdersAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersAction {
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    Show {
+        order_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsCmd {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: EventsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Outcome, order, and the stored body (pretty-printed JSON).
+    Show {
+        event_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod dlq;
 mod health;
 mod http;
 mod metrics;
+mod ops;
 mod receiver;
 mod relay;
 mod retry;
@@ -18,6 +19,7 @@ mod topology;
 mod upkeep;
 mod worker;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -127,7 +129,41 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Dlq(args) => dlq(args).await,
         Command::SendEvent(args) => send_event::run(args).await,
+        Command::Orders(args) => orders(args).await,
+        Command::Events(args) => events(args).await,
     }
+}
+
+async fn orders(args: cli::OrdersCmd) -> anyhow::Result<()> {
+    let cli::OrdersAction::Show { order_id, json } = args.action;
+    let story = ops::order_story(&args.database.database_url, &order_id)
+        .await?
+        .with_context(|| format!("no order {order_id:?}"))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &story)?;
+        writeln!(out)?;
+    } else {
+        ops::print_order(&story, &mut out)?;
+    }
+    Ok(())
+}
+
+async fn events(args: cli::EventsCmd) -> anyhow::Result<()> {
+    let cli::EventsAction::Show { event_id, json } = args.action;
+    let story = ops::event_story(&args.database.database_url, &event_id)
+        .await?
+        .with_context(|| {
+            format!("no event {event_id:?} (never received, or older than RETENTION_DAYS)")
+        })?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &story)?;
+        writeln!(out)?;
+    } else {
+        ops::print_event(&story, &mut out)?;
+    }
+    Ok(())
 }
 
 /// Which parts of the pipeline this process runs.

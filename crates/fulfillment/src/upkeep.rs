@@ -121,7 +121,8 @@ impl Upkeep {
                 break;
             }
         }
-        run.processed_events = delete_in_batches(conn, PROCESSED_EVENTS, self.retention, shutdown).await?;
+        run.processed_events =
+            delete_in_batches(conn, PROCESSED_EVENTS, self.retention, shutdown).await?;
         run.outbox = delete_in_batches(conn, OUTBOX, self.outbox_retention, shutdown).await?;
         Ok(run)
     }
@@ -138,7 +139,10 @@ fn report(run: &Run) {
             "parked events expired: no session claimed them within PARKED_TTL (see the runbook, FulfillmentParkedEventsExpired)"
         );
     }
-    for (table, n) in [("processed_events", run.processed_events), ("outbox", run.outbox)] {
+    for (table, n) in [
+        ("processed_events", run.processed_events),
+        ("outbox", run.outbox),
+    ] {
         metrics::counter!(m::RETENTION_DELETED_TOTAL, "table" => table).increment(n);
         if n > 0 {
             info!(table, rows = n, "retention deleted old rows");
