@@ -204,10 +204,20 @@ fn bounds(args: &WorkerArgs) -> anyhow::Result<Bounds> {
     if interval < Duration::from_millis(10) {
         anyhow::bail!("RETENTION_INTERVAL: must be at least 10ms");
     }
+    let retention =
+        parse_days(&args.retention_days).map_err(|e| anyhow::anyhow!("RETENTION_DAYS: {e}"))?;
+    if retention < Duration::from_secs(30 * 86_400) {
+        // Allowed (tests compress time), but worth a line: Stripe can
+        // resend or list events for 30 days, and past the window they are
+        // no longer recognised as duplicates.
+        tracing::warn!(
+            retention_days = %args.retention_days,
+            "RETENTION_DAYS is under 30: events Stripe still resends or lists may be applied again (statuses only move up, so mostly as stale)"
+        );
+    }
     Ok(Bounds {
         parked_ttl,
-        retention: parse_days(&args.retention_days)
-            .map_err(|e| anyhow::anyhow!("RETENTION_DAYS: {e}"))?,
+        retention,
         outbox_retention: parse_days(&args.outbox_retention_days)
             .map_err(|e| anyhow::anyhow!("OUTBOX_RETENTION_DAYS: {e}"))?,
         interval,
