@@ -62,7 +62,11 @@ async fn sample(db: &PgPool, started: Instant, published: u64) -> Sample {
     }
 }
 
-/// The largest value of `f` over the samples in `[from, to)` thirds of the run.
+/// A table figure, read from a sample, and how much its last third may
+/// exceed its middle third.
+type Check = (&'static str, fn(&Sample) -> i64, f64);
+
+/// The largest value of `f` over the samples of one third (0, 1, 2) of the run.
 fn max_in(samples: &[Sample], third: usize, f: impl Fn(&Sample) -> i64) -> i64 {
     let n = samples.len();
     samples[n * third / 3..n * (third + 1) / 3]
@@ -219,7 +223,7 @@ async fn table_sizes_level_off_under_a_steady_stream_with_compressed_retention()
     );
     assert!(samples.len() >= 9, "enough samples to compare thirds");
 
-    let checks: [(&str, fn(&Sample) -> i64, f64); 4] = [
+    let checks: [Check; 4] = [
         ("processed_events rows", |s| s.processed_rows, 1.25),
         ("outbox rows", |s| s.outbox_rows, 1.25),
         ("processed_events bytes", |s| s.processed_bytes, 1.5),

@@ -21,6 +21,16 @@ macro_rules! ts {
 
 #[derive(Debug, Serialize)]
 pub struct OrderStory {
+    #[serde(flatten)]
+    pub order: OrderRow,
+    pub events: Vec<EventLine>,
+    pub transitions: Vec<TransitionLine>,
+    pub messages: Vec<MessageLine>,
+    pub parked: Vec<ParkedLine>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OrderRow {
     pub order_id: String,
     pub status: String,
     pub checkout_session_id: Option<String>,
@@ -31,10 +41,6 @@ pub struct OrderStory {
     pub livemode: bool,
     pub created_at: String,
     pub updated_at: String,
-    pub events: Vec<EventLine>,
-    pub transitions: Vec<TransitionLine>,
-    pub messages: Vec<MessageLine>,
-    pub parked: Vec<ParkedLine>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -89,6 +95,15 @@ pub struct EventStory {
     pub body_raw: Option<String>,
 }
 
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_type: String,
+    outcome: String,
+    order_id: Option<String>,
+    processed_at: String,
+    body: Option<Vec<u8>>,
+}
+
 async fn read_only(database_url: &str) -> anyhow::Result<PgConnection> {
     let options = crate::db::options(database_url)?;
     let mut conn = PgConnection::connect_with(&options)
@@ -106,18 +121,18 @@ async fn read_only(database_url: &str) -> anyhow::Result<PgConnection> {
 pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<Option<OrderStory>> {
     let mut conn = read_only(database_url).await?;
     let mut tx = conn.begin().await?;
-    let row: Option<(String, Option<String>, Option<String>, Option<i64>, Option<String>, Option<String>, bool, String, String)> =
-        sqlx::query_as(concat!(
-            "SELECT status, checkout_session_id, payment_intent_id, amount_total, currency, customer_email, livemode, ",
-            ts!("created_at"), ", ", ts!("updated_at"),
-            " FROM orders WHERE order_id = $1"
-        ))
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((status, session, pi, amount, currency, email, livemode, created_at, updated_at)) =
-        row
-    else {
+    let row: Option<OrderRow> = sqlx::query_as(concat!(
+        "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
+         customer_email, livemode, ",
+        ts!("created_at"),
+        " AS created_at, ",
+        ts!("updated_at"),
+        " AS updated_at FROM orders WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(order) = row else {
         return Ok(None);
     };
     let events = sqlx::query_as(concat!(
@@ -159,21 +174,12 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
          ORDER BY parked_at, event_id"
     ))
     .bind(order_id)
-    .bind(&pi)
+    .bind(&order.payment_intent_id)
     .fetch_all(&mut *tx)
     .await?;
     tx.rollback().await.ok();
     Ok(Some(OrderStory {
-        order_id: order_id.to_owned(),
-        status,
-        checkout_session_id: session,
-        payment_intent_id: pi,
-        amount_total: amount,
-        currency,
-        customer_email: email,
-        livemode,
-        created_at,
-        updated_at,
+        order,
         events,
         transitions,
         messages,
@@ -186,16 +192,22 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
 pub async fn event_story(database_url: &str, event_id: &str) -> anyhow::Result<Option<EventStory>> {
     let mut conn = read_only(database_url).await?;
     let mut tx = conn.begin().await?;
-    let row: Option<(String, String, Option<String>, String, Option<Vec<u8>>)> =
-        sqlx::query_as(concat!(
-            "SELECT event_type, outcome, order_id, ",
-            ts!("processed_at"),
-            ", body FROM processed_events WHERE event_id = $1"
-        ))
-        .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((event_type, outcome, order_id, processed_at, body)) = row else {
+    let row: Option<EventRow> = sqlx::query_as(concat!(
+        "SELECT event_type, outcome, order_id, ",
+        ts!("processed_at"),
+        " AS processed_at, body FROM processed_events WHERE event_id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(EventRow {
+        event_type,
+        outcome,
+        order_id,
+        processed_at,
+        body,
+    }) = row
+    else {
         return Ok(None);
     };
     let parked: Option<ParkedLine> = sqlx::query_as(concat!(
@@ -245,20 +257,28 @@ fn opt(v: &Option<String>) -> &str {
 }
 
 pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(out, "order {}", o.order_id)?;
-    writeln!(out, "  status:            {}", o.status)?;
-    let amount = match (o.amount_total, &o.currency) {
+    writeln!(out, "order {}", o.order.order_id)?;
+    writeln!(out, "  status:            {}", o.order.status)?;
+    let amount = match (o.order.amount_total, &o.order.currency) {
         (Some(a), Some(c)) => format!("{a} {c}"),
         (Some(a), None) => a.to_string(),
         _ => "-".into(),
     };
     writeln!(out, "  amount:            {amount}")?;
-    writeln!(out, "  customer email:    {}", opt(&o.customer_email))?;
-    writeln!(out, "  checkout session:  {}", opt(&o.checkout_session_id))?;
-    writeln!(out, "  payment intent:    {}", opt(&o.payment_intent_id))?;
-    writeln!(out, "  livemode:          {}", o.livemode)?;
-    writeln!(out, "  created:           {}", o.created_at)?;
-    writeln!(out, "  updated:           {}", o.updated_at)?;
+    writeln!(out, "  customer email:    {}", opt(&o.order.customer_email))?;
+    writeln!(
+        out,
+        "  checkout session:  {}",
+        opt(&o.order.checkout_session_id)
+    )?;
+    writeln!(
+        out,
+        "  payment intent:    {}",
+        opt(&o.order.payment_intent_id)
+    )?;
+    writeln!(out, "  livemode:          {}", o.order.livemode)?;
+    writeln!(out, "  created:           {}", o.order.created_at)?;
+    writeln!(out, "  updated:           {}", o.order.updated_at)?;
     writeln!(out, "\nevents ({}):", o.events.len())?;
     for e in &o.events {
         writeln!(
