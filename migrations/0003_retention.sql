@@ -11,6 +11,9 @@
 -- What Stripe sent, byte for byte, kept as long as the dedup record
 -- (RETENTION_DAYS). NULL for events processed before this migration.
 ALTER TABLE processed_events ADD COLUMN body bytea;
+-- When the event was first taken in (processed_at moves when a parked event
+-- is released later). NULL for events processed before this migration.
+ALTER TABLE processed_events ADD COLUMN received_at timestamptz;
 -- The retention job deletes by age, in small batches.
 CREATE INDEX IF NOT EXISTS processed_events_processed_at_idx ON processed_events (processed_at);
 -- `orders show` lists an order's events.

@@ -430,13 +430,13 @@ async fn orders_show_and_events_show_tell_one_orders_story() {
 
     let (ok, text) = cli(&env, &["orders", "show", "ord_story"], &[]);
     assert!(ok, "{text}");
+    println!("{text}");
     for needle in [
         "order ord_story",
         "status:            paid",
         "4200 eur",
-        "evt_story_pi",
         "evt_story_cs",
-        "applied",
+        "applied    evt_story_pi  payment_intent.succeeded  (applied 20",
         "none -> awaiting_payment  by evt_story_cs",
         "awaiting_payment -> paid  by evt_story_pi",
         "order.awaiting_payment  ord_story/awaiting_payment",

@@ -48,6 +48,8 @@ pub struct EventLine {
     pub event_id: String,
     pub event_type: String,
     pub outcome: String,
+    /// None for events taken in before migration 0003.
+    pub received_at: Option<String>,
     pub processed_at: String,
 }
 
@@ -86,6 +88,7 @@ pub struct EventStory {
     pub event_type: String,
     pub outcome: String,
     pub order_id: Option<String>,
+    pub received_at: Option<String>,
     pub processed_at: String,
     pub parked: Option<ParkedLine>,
     /// The body as JSON when it is JSON (for `--json`).
@@ -100,6 +103,7 @@ struct EventRow {
     event_type: String,
     outcome: String,
     order_id: Option<String>,
+    received_at: Option<String>,
     processed_at: String,
     body: Option<Vec<u8>>,
 }
@@ -137,8 +141,11 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     };
     let events = sqlx::query_as(concat!(
         "SELECT event_id, event_type, outcome, ",
+        ts!("received_at"),
+        " AS received_at, ",
         ts!("processed_at"),
-        " AS processed_at FROM processed_events WHERE order_id = $1 ORDER BY processed_at, event_id"
+        " AS processed_at FROM processed_events WHERE order_id = $1 \
+         ORDER BY coalesce(received_at, processed_at), event_id"
     ))
     .bind(order_id)
     .fetch_all(&mut *tx)
@@ -194,6 +201,8 @@ pub async fn event_story(database_url: &str, event_id: &str) -> anyhow::Result<O
     let mut tx = conn.begin().await?;
     let row: Option<EventRow> = sqlx::query_as(concat!(
         "SELECT event_type, outcome, order_id, ",
+        ts!("received_at"),
+        " AS received_at, ",
         ts!("processed_at"),
         " AS processed_at, body FROM processed_events WHERE event_id = $1"
     ))
@@ -204,6 +213,7 @@ pub async fn event_story(database_url: &str, event_id: &str) -> anyhow::Result<O
         event_type,
         outcome,
         order_id,
+        received_at,
         processed_at,
         body,
     }) = row
@@ -245,6 +255,7 @@ pub async fn event_story(database_url: &str, event_id: &str) -> anyhow::Result<O
         event_type,
         outcome,
         order_id,
+        received_at,
         processed_at,
         parked,
         body: json,
@@ -281,10 +292,18 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
     writeln!(out, "  updated:           {}", o.order.updated_at)?;
     writeln!(out, "\nevents ({}):", o.events.len())?;
     for e in &o.events {
+        // When it arrived; when it took effect, if that was later (a parked
+        // event released by its session).
+        let received = e.received_at.as_deref().unwrap_or(&e.processed_at);
+        let later = if received == e.processed_at {
+            String::new()
+        } else {
+            format!("  (applied {})", e.processed_at)
+        };
         writeln!(
             out,
-            "  {}  {:<10} {}  {}",
-            e.processed_at, e.outcome, e.event_id, e.event_type
+            "  {received}  {:<10} {}  {}{later}",
+            e.outcome, e.event_id, e.event_type
         )?;
     }
     writeln!(out, "\ntransitions ({}):", o.transitions.len())?;
@@ -341,6 +360,7 @@ pub fn print_event(e: &EventStory, out: &mut impl Write) -> std::io::Result<()> 
     writeln!(out, "  type:       {}", e.event_type)?;
     writeln!(out, "  outcome:    {}", e.outcome)?;
     writeln!(out, "  order:      {}", opt(&e.order_id))?;
+    writeln!(out, "  received:   {}", opt(&e.received_at))?;
     writeln!(out, "  processed:  {}", e.processed_at)?;
     if let Some(p) = &e.parked {
         writeln!(out, "  parked:     {}", parked_line(p))?;

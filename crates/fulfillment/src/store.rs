@@ -396,8 +396,8 @@ async fn claim_events(
     let types: Vec<&str> = unique.iter().map(|(_, kind, _)| *kind).collect();
     let bodies: Vec<&[u8]> = unique.iter().map(|(_, _, body)| *body).collect();
     let claimed: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO processed_events (event_id, event_type, outcome, body) \
-         SELECT id, kind, 'processing', body FROM unnest($1::text[], $2::text[], $3::bytea[]) AS e(id, kind, body) \
+        "INSERT INTO processed_events (event_id, event_type, outcome, body, received_at) \
+         SELECT id, kind, 'processing', body, now() FROM unnest($1::text[], $2::text[], $3::bytea[]) AS e(id, kind, body) \
          ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(&ids)
