@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test test-deps chaos lint fmt bench
+.PHONY: build run test test-deps chaos soak lint fmt bench
 
 build:
 	$(CARGO) build -p fulfillment
@@ -50,6 +50,13 @@ test: test-deps
 chaos:
 	$(CARGO) build -p fulfillment
 	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test chaos -- --ignored --nocapture
+
+# Soak (a few minutes): a steady stream of 100,000 events with retention
+# compressed to seconds; prints table sizes over time and checks that the
+# tables retention bounds level off. SOAK_EVENTS and SOAK_RATE tune it.
+soak:
+	$(CARGO) build -p fulfillment
+	$(CARGO) test -p fulfillment-tests --test soak -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -70,6 +70,7 @@ mod model;
 mod order;
 pub mod sample;
 mod status;
+pub mod upkeep;
 
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use event::{

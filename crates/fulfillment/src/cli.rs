@@ -39,6 +39,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect, replay and purge dead letters (kept in PostgreSQL; listing changes nothing).
     Dlq(DlqCmd),
+    /// One order's story: status, events and their outcomes, transitions, messages (read-only, needs DATABASE_URL).
+    Orders(OrdersCmd),
+    /// One Stripe event: outcome, order, the body Stripe sent (read-only, needs DATABASE_URL).
+    Events(EventsCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
 }
@@ -128,6 +132,60 @@ pub struct WorkerArgs {
     /// Outbox messages the relay publishes per transaction.
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 200)]
     pub outbox_batch_size: i64,
+
+    /// A parked PaymentIntent event no session claims within this is given up as unmatched_expired (units s, m, h, d).
+    #[arg(long, env = "PARKED_TTL", default_value = "7d")]
+    pub parked_ttl: String,
+
+    /// Dedup records and stored event bodies are kept at least this many days.
+    #[arg(long, env = "RETENTION_DAYS", default_value = "35")]
+    pub retention_days: String,
+
+    /// Published outbox rows are deleted after this many days (unpublished ones never).
+    #[arg(long, env = "OUTBOX_RETENTION_DAYS", default_value = "7")]
+    pub outbox_retention_days: String,
+
+    /// How often a worker tries to run the expiry and retention job (one replica at a time).
+    #[arg(long, env = "RETENTION_INTERVAL", default_value = "5m", hide = true)]
+    pub retention_interval: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OrdersCmd {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: OrdersAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersAction {
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    Show {
+        order_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsCmd {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: EventsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Outcome, order, and the stored body (pretty-printed JSON).
+    Show {
+        event_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

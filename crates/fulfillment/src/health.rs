@@ -1,5 +1,6 @@
 //! Liveness of the database as the workers see it, and the periodic probes
-//! that feed readiness and the operator's gauges.
+//! that feed readiness and the operator's gauges (outbox backlog, parked
+//! events).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +72,12 @@ pub async fn watch_database(pool: PgPool, health: DbHealth, shutdown: Shutdown) 
                 health.set(true);
                 metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
                 metrics::gauge!(m::OUTBOX_OLDEST_PENDING_SECONDS).set(oldest);
+                if let Ok(Ok((live, expired))) =
+                    tokio::time::timeout(Duration::from_secs(3), parked_counts(&pool)).await
+                {
+                    metrics::gauge!(m::PARKED_EVENTS).set(live as f64);
+                    metrics::gauge!(m::PARKED_EVENTS_EXPIRED).set(expired as f64);
+                }
             }
             _ => health.set(false),
         }
@@ -90,6 +97,17 @@ async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) \
          FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Parked events still waiting for their session, and those given up after
+/// PARKED_TTL (kept, flagged, until a session or an operator resolves them).
+async fn parked_counts(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE expired_at IS NULL), \
+                count(*) FILTER (WHERE expired_at IS NOT NULL) FROM parked_events",
     )
     .fetch_one(pool)
     .await

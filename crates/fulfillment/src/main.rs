@@ -9,6 +9,7 @@ mod dlq;
 mod health;
 mod http;
 mod metrics;
+mod ops;
 mod receiver;
 mod relay;
 mod retry;
@@ -17,8 +18,10 @@ mod shutdown;
 mod store;
 mod time_fmt;
 mod topology;
+mod upkeep;
 mod worker;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -128,7 +131,41 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Dlq(args) => dlq(args).await,
         Command::SendEvent(args) => send_event::run(args).await,
+        Command::Orders(args) => orders(args).await,
+        Command::Events(args) => events(args).await,
     }
+}
+
+async fn orders(args: cli::OrdersCmd) -> anyhow::Result<()> {
+    let cli::OrdersAction::Show { order_id, json } = args.action;
+    let story = ops::order_story(&args.database.database_url, &order_id)
+        .await?
+        .with_context(|| format!("no order {order_id:?}"))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &story)?;
+        writeln!(out)?;
+    } else {
+        ops::print_order(&story, &mut out)?;
+    }
+    Ok(())
+}
+
+async fn events(args: cli::EventsCmd) -> anyhow::Result<()> {
+    let cli::EventsAction::Show { event_id, json } = args.action;
+    let story = ops::event_story(&args.database.database_url, &event_id)
+        .await?
+        .with_context(|| {
+            format!("no event {event_id:?} (never received, or older than RETENTION_DAYS)")
+        })?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &story)?;
+        writeln!(out)?;
+    } else {
+        ops::print_event(&story, &mut out)?;
+    }
+    Ok(())
 }
 
 /// Which parts of the pipeline this process runs.
@@ -146,6 +183,47 @@ struct WorkerConfig {
     args: WorkerArgs,
     database_url: String,
     policy: RetryPolicy,
+    bounds: Bounds,
+}
+
+/// How long state is kept, and how often that is enforced.
+struct Bounds {
+    parked_ttl: Duration,
+    retention: Duration,
+    outbox_retention: Duration,
+    interval: Duration,
+}
+
+fn bounds(args: &WorkerArgs) -> anyhow::Result<Bounds> {
+    use fulfillment_core::upkeep::{parse_days, parse_duration};
+    let parked_ttl =
+        parse_duration(&args.parked_ttl).map_err(|e| anyhow::anyhow!("PARKED_TTL: {e}"))?;
+    if parked_ttl.is_zero() {
+        anyhow::bail!("PARKED_TTL: must be positive");
+    }
+    let interval = parse_duration(&args.retention_interval)
+        .map_err(|e| anyhow::anyhow!("RETENTION_INTERVAL: {e}"))?;
+    if interval < Duration::from_millis(10) {
+        anyhow::bail!("RETENTION_INTERVAL: must be at least 10ms");
+    }
+    let retention =
+        parse_days(&args.retention_days).map_err(|e| anyhow::anyhow!("RETENTION_DAYS: {e}"))?;
+    if retention < Duration::from_secs(30 * 86_400) {
+        // Allowed (tests compress time), but worth a line: Stripe can
+        // resend or list events for 30 days, and past the window they are
+        // no longer recognised as duplicates.
+        tracing::warn!(
+            retention_days = %args.retention_days,
+            "RETENTION_DAYS is under 30: events Stripe still resends or lists may be applied again (statuses only move up, so mostly as stale)"
+        );
+    }
+    Ok(Bounds {
+        parked_ttl,
+        retention,
+        outbox_retention: parse_days(&args.outbox_retention_days)
+            .map_err(|e| anyhow::anyhow!("OUTBOX_RETENTION_DAYS: {e}"))?,
+        interval,
+    })
 }
 
 fn worker_config(args: WorkerArgs, database: DatabaseArgs) -> anyhow::Result<WorkerConfig> {
@@ -164,10 +242,12 @@ fn worker_config(args: WorkerArgs, database: DatabaseArgs) -> anyhow::Result<Wor
     if args.outbox_batch_size < 1 {
         anyhow::bail!("OUTBOX_BATCH_SIZE: must be at least 1");
     }
+    let bounds = bounds(&args)?;
     Ok(WorkerConfig {
         args,
         database_url: database.database_url,
         policy,
+        bounds,
     })
 }
 
@@ -242,6 +322,14 @@ async fn run_service(roles: Roles) -> anyhow::Result<()> {
             shutdown_grace: grace,
         });
         tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+        let upkeep = upkeep::Upkeep {
+            pool: pool.clone(),
+            parked_ttl: cfg.bounds.parked_ttl,
+            retention: cfg.bounds.retention,
+            outbox_retention: cfg.bounds.outbox_retention,
+            interval: cfg.bounds.interval,
+        };
+        tasks.push(tokio::spawn(upkeep.run(shutdown.clone())));
         let relay = relay::Relay {
             pool,
             publisher: Publisher::new(relay_link.clone(), roles.amqp.confirm_timeout()),

@@ -27,6 +27,11 @@ pub const DEAD_LETTERS_STORED_TOTAL: &str = "fulfillment_dead_letters_stored_tot
 pub const WORK_QUEUE_DEPTH: &str = "fulfillment_work_queue_depth";
 pub const WORKER_BATCH_SIZE: &str = "fulfillment_worker_batch_size";
 pub const DATABASE_UP: &str = "fulfillment_database_up";
+pub const EVENT_LAG_ABSURD_TOTAL: &str = "fulfillment_event_lag_absurd_total";
+pub const PARKED_EVENTS: &str = "fulfillment_parked_events";
+pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
+pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
+pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -87,7 +92,7 @@ fn describe() {
     describe_gauge!(DATABASE_UP, "1 while the database answers");
     describe_counter!(
         EVENTS_PROCESSED_TOTAL,
-        "Deliveries handled by the workers, by event type and outcome: applied, stale, duplicate, ignored, unmatched, retried, dead_lettered"
+        "Deliveries handled by the workers, by event type and outcome: applied, stale, duplicate, ignored, unmatched, retried, dead_lettered; and parked events given up after PARKED_TTL: unmatched_expired"
     );
     describe_histogram!(
         EVENT_PROCESSING_SECONDS,
@@ -136,6 +141,26 @@ fn describe() {
         "Dead letters moved from stripe.fulfillment.dlq into the dead_letters table"
     );
     describe_gauge!(WORK_QUEUE_DEPTH, "Messages ready in stripe.fulfillment");
+    describe_counter!(
+        EVENT_LAG_ABSURD_TOTAL,
+        "Events whose created time is more than 30 days off the clock, by type: kept out of the lag histogram"
+    );
+    describe_gauge!(
+        PARKED_EVENTS,
+        "PaymentIntent events parked for a session that has not arrived yet (not expired)"
+    );
+    describe_gauge!(
+        PARKED_EVENTS_EXPIRED,
+        "Parked events past PARKED_TTL that no session claimed: money may have been taken without an order"
+    );
+    describe_counter!(
+        RETENTION_DELETED_TOTAL,
+        "Rows deleted by the retention job, by table"
+    );
+    describe_counter!(
+        RETENTION_RUNS_TOTAL,
+        "Retention job runs, by outcome: done, skipped (another replica holds the lock), failed"
+    );
     describe_histogram!(
         WORKER_BATCH_SIZE,
         "Deliveries a worker took together into one batch"

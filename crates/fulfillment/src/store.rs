@@ -302,13 +302,15 @@ impl Batch {
                 .collect();
             let keys: Vec<&str> = self.messages.iter().map(|m| m.routing_key()).collect();
             let bodies: Vec<Vec<u8>> = self.messages.iter().map(OrderMessage::to_json).collect();
+            let orders: Vec<&str> = self.messages.iter().map(|m| m.order_id.as_str()).collect();
             sqlx::query(
-                "INSERT INTO outbox (message_id, routing_key, body) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) ON CONFLICT (message_id) DO NOTHING",
+                "INSERT INTO outbox (message_id, routing_key, body, order_id) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) ON CONFLICT (message_id) DO NOTHING",
             )
             .bind(&ids)
             .bind(&keys)
             .bind(&bodies)
+            .bind(&orders)
             .execute(&mut *tx)
             .await?;
             // Wakes the outbox relay once this transaction commits.
@@ -382,20 +384,25 @@ async fn claim_events(
     tx: &mut PgConnection,
     events: &[(&OrderEvent, &[u8])],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let mut unique: Vec<(&str, &str)> = events
+    // The first copy of each id is the one the batch applies; its raw body
+    // is stored with the claim, so an operator sees exactly what Stripe sent.
+    let mut unique: Vec<(&str, &str, &[u8])> = events
         .iter()
-        .map(|(e, _)| (e.id.as_str(), e.event_type.as_str()))
+        .map(|(e, body)| (e.id.as_str(), e.event_type.as_str(), *body))
         .collect();
-    unique.sort_unstable();
-    unique.dedup_by_key(|(id, _)| *id);
-    let (ids, types): (Vec<&str>, Vec<&str>) = unique.into_iter().unzip();
+    unique.sort_by_key(|(id, _, _)| *id);
+    unique.dedup_by_key(|(id, _, _)| *id);
+    let ids: Vec<&str> = unique.iter().map(|(id, _, _)| *id).collect();
+    let types: Vec<&str> = unique.iter().map(|(_, kind, _)| *kind).collect();
+    let bodies: Vec<&[u8]> = unique.iter().map(|(_, _, body)| *body).collect();
     let claimed: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO processed_events (event_id, event_type, outcome) \
-         SELECT id, kind, 'processing' FROM unnest($1::text[], $2::text[]) AS e(id, kind) ORDER BY id \
-         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        "INSERT INTO processed_events (event_id, event_type, outcome, body, received_at) \
+         SELECT id, kind, 'processing', body, now() FROM unnest($1::text[], $2::text[], $3::bytea[]) AS e(id, kind, body) \
+         ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(&ids)
     .bind(&types)
+    .bind(&bodies)
     .fetch_all(&mut *tx)
     .await?;
     Ok(claimed.into_iter().collect())

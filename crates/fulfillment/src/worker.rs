@@ -28,6 +28,7 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
+use fulfillment_core::upkeep::{self, Lag};
 use fulfillment_core::{OrderEvent, Parsed, parse_event};
 
 use crate::broker::{BrokerLink, Outgoing, Publisher};
@@ -220,8 +221,7 @@ impl Worker {
                 created,
             } => {
                 ack(delivery).await;
-                let lag = unix_now_f64() - created as f64;
-                metrics::histogram!(m::EVENT_LAG_SECONDS).record(lag.max(0.0));
+                record_lag(&event_type, created);
                 count(&event_type, outcome.label());
             }
             Handled::Ignored { event_type } => {
@@ -407,6 +407,22 @@ impl Worker {
                     })
                     .await;
             }
+        }
+    }
+}
+
+/// Observes the event's lag, unless its `created` is absurd: one such value
+/// would dominate the histogram's sum for as long as the process lives.
+fn record_lag(event_type: &str, created: i64) {
+    match upkeep::lag(unix_now_f64(), created) {
+        Lag::Observed(seconds) => metrics::histogram!(m::EVENT_LAG_SECONDS).record(seconds),
+        Lag::Absurd => {
+            metrics::counter!(m::EVENT_LAG_ABSURD_TOTAL, "type" => event_type.to_owned())
+                .increment(1);
+            warn!(
+                event_type,
+                created, "event created more than 30 days off our clock; lag not recorded"
+            );
         }
     }
 }

@@ -1,0 +1,378 @@
+//! `fulfillment orders show` and `fulfillment events show`: the story of one
+//! order or one event, read from PostgreSQL in one read-only transaction (a
+//! consistent snapshot that can change nothing).
+
+use std::io::Write;
+
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+
+/// Timestamps as RFC 3339 UTC text, computed by the database.
+macro_rules! ts {
+    ($col:literal) => {
+        concat!(
+            "to_char(",
+            $col,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderStory {
+    #[serde(flatten)]
+    pub order: OrderRow,
+    pub events: Vec<EventLine>,
+    pub transitions: Vec<TransitionLine>,
+    pub messages: Vec<MessageLine>,
+    pub parked: Vec<ParkedLine>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub status: String,
+    pub checkout_session_id: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub customer_email: Option<String>,
+    pub livemode: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct EventLine {
+    pub event_id: String,
+    pub event_type: String,
+    pub outcome: String,
+    /// None for events taken in before migration 0003.
+    pub received_at: Option<String>,
+    pub processed_at: String,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TransitionLine {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub event_id: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct MessageLine {
+    pub message_id: String,
+    pub routing_key: String,
+    pub created_at: String,
+    /// None while the relay has not had the broker's confirm.
+    pub published_at: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ParkedLine {
+    pub event_id: String,
+    pub event_type: String,
+    pub payment_intent_id: String,
+    pub parked_at: String,
+    /// Set once PARKED_TTL passed with no session claiming it.
+    pub expired_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventStory {
+    pub event_id: String,
+    pub event_type: String,
+    pub outcome: String,
+    pub order_id: Option<String>,
+    pub received_at: Option<String>,
+    pub processed_at: String,
+    pub parked: Option<ParkedLine>,
+    /// The body as JSON when it is JSON (for `--json`).
+    pub body: Option<serde_json::Value>,
+    /// The raw body when it is not JSON, or not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_raw: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_type: String,
+    outcome: String,
+    order_id: Option<String>,
+    received_at: Option<String>,
+    processed_at: String,
+    body: Option<Vec<u8>>,
+}
+
+async fn read_only(database_url: &str) -> anyhow::Result<PgConnection> {
+    let options = crate::db::options(database_url)?;
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .context("connecting to the database (DATABASE_URL)")?;
+    sqlx::query(
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    )
+    .execute(&mut conn)
+    .await?;
+    Ok(conn)
+}
+
+/// None when there is no such order.
+pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<Option<OrderStory>> {
+    let mut conn = read_only(database_url).await?;
+    let mut tx = conn.begin().await?;
+    let row: Option<OrderRow> = sqlx::query_as(concat!(
+        "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
+         customer_email, livemode, ",
+        ts!("created_at"),
+        " AS created_at, ",
+        ts!("updated_at"),
+        " AS updated_at FROM orders WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(order) = row else {
+        return Ok(None);
+    };
+    let events = sqlx::query_as(concat!(
+        "SELECT event_id, event_type, outcome, ",
+        ts!("received_at"),
+        " AS received_at, ",
+        ts!("processed_at"),
+        " AS processed_at FROM processed_events WHERE order_id = $1 \
+         ORDER BY coalesce(received_at, processed_at), event_id"
+    ))
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let transitions = sqlx::query_as(concat!(
+        "SELECT from_status, to_status, event_id, ",
+        ts!("created_at"),
+        " AS created_at FROM order_transitions WHERE order_id = $1 ORDER BY id"
+    ))
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Rows written before outbox.order_id existed are found by their id.
+    let messages = sqlx::query_as(concat!(
+        "SELECT message_id, routing_key, ",
+        ts!("created_at"),
+        " AS created_at, ",
+        ts!("published_at"),
+        " AS published_at, attempts, last_error FROM outbox \
+         WHERE order_id = $1 OR (order_id IS NULL AND left(message_id, length($1) + 1) = $1 || '/') \
+         ORDER BY id"
+    ))
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let parked = sqlx::query_as(concat!(
+        "SELECT event_id, event_type, payment_intent_id, ",
+        ts!("parked_at"),
+        " AS parked_at, ",
+        ts!("expired_at"),
+        " AS expired_at FROM parked_events WHERE payment_intent_id = $2 \
+         OR payment_intent_id IN (SELECT payment_intent_id FROM payment_intent_links WHERE order_id = $1) \
+         ORDER BY parked_at, event_id"
+    ))
+    .bind(order_id)
+    .bind(&order.payment_intent_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.rollback().await.ok();
+    Ok(Some(OrderStory {
+        order,
+        events,
+        transitions,
+        messages,
+        parked,
+    }))
+}
+
+/// None when no such event was ever recorded (or its record has passed
+/// RETENTION_DAYS).
+pub async fn event_story(database_url: &str, event_id: &str) -> anyhow::Result<Option<EventStory>> {
+    let mut conn = read_only(database_url).await?;
+    let mut tx = conn.begin().await?;
+    let row: Option<EventRow> = sqlx::query_as(concat!(
+        "SELECT event_type, outcome, order_id, ",
+        ts!("received_at"),
+        " AS received_at, ",
+        ts!("processed_at"),
+        " AS processed_at, body FROM processed_events WHERE event_id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(EventRow {
+        event_type,
+        outcome,
+        order_id,
+        received_at,
+        processed_at,
+        body,
+    }) = row
+    else {
+        return Ok(None);
+    };
+    let parked: Option<ParkedLine> = sqlx::query_as(concat!(
+        "SELECT event_id, event_type, payment_intent_id, ",
+        ts!("parked_at"),
+        " AS parked_at, ",
+        ts!("expired_at"),
+        " AS expired_at FROM parked_events WHERE event_id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    // A parked event's body is also kept with it (and was before bodies
+    // were stored with the dedup record).
+    let body = match body {
+        Some(b) => Some(b),
+        None if parked.is_some() => {
+            sqlx::query_scalar("SELECT body FROM parked_events WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        None => None,
+    };
+    tx.rollback().await.ok();
+    let (json, raw) = match body {
+        Some(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => (Some(v), None),
+            Err(_) => (None, Some(String::from_utf8_lossy(&bytes).into_owned())),
+        },
+        None => (None, None),
+    };
+    Ok(Some(EventStory {
+        event_id: event_id.to_owned(),
+        event_type,
+        outcome,
+        order_id,
+        received_at,
+        processed_at,
+        parked,
+        body: json,
+        body_raw: raw,
+    }))
+}
+
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "order {}", o.order.order_id)?;
+    writeln!(out, "  status:            {}", o.order.status)?;
+    let amount = match (o.order.amount_total, &o.order.currency) {
+        (Some(a), Some(c)) => format!("{a} {c}"),
+        (Some(a), None) => a.to_string(),
+        _ => "-".into(),
+    };
+    writeln!(out, "  amount:            {amount}")?;
+    writeln!(out, "  customer email:    {}", opt(&o.order.customer_email))?;
+    writeln!(
+        out,
+        "  checkout session:  {}",
+        opt(&o.order.checkout_session_id)
+    )?;
+    writeln!(
+        out,
+        "  payment intent:    {}",
+        opt(&o.order.payment_intent_id)
+    )?;
+    writeln!(out, "  livemode:          {}", o.order.livemode)?;
+    writeln!(out, "  created:           {}", o.order.created_at)?;
+    writeln!(out, "  updated:           {}", o.order.updated_at)?;
+    writeln!(out, "\nevents ({}):", o.events.len())?;
+    for e in &o.events {
+        // When it arrived; when it took effect, if that was later (a parked
+        // event released by its session).
+        let received = e.received_at.as_deref().unwrap_or(&e.processed_at);
+        let later = if received == e.processed_at {
+            String::new()
+        } else {
+            format!("  (applied {})", e.processed_at)
+        };
+        writeln!(
+            out,
+            "  {received}  {:<10} {}  {}{later}",
+            e.outcome, e.event_id, e.event_type
+        )?;
+    }
+    writeln!(out, "\ntransitions ({}):", o.transitions.len())?;
+    for t in &o.transitions {
+        let from = t.from_status.as_deref().unwrap_or("none");
+        writeln!(
+            out,
+            "  {}  {} -> {}  by {}",
+            t.created_at, from, t.to_status, t.event_id
+        )?;
+    }
+    writeln!(out, "\nmessages ({}):", o.messages.len())?;
+    for m in &o.messages {
+        let state = match &m.published_at {
+            Some(at) => format!("published {at}"),
+            None => format!(
+                "NOT PUBLISHED yet ({} attempts, last error: {})",
+                m.attempts,
+                opt(&m.last_error)
+            ),
+        };
+        writeln!(
+            out,
+            "  {}  {}  {}  {}",
+            m.created_at, m.routing_key, m.message_id, state
+        )?;
+    }
+    if !o.parked.is_empty() {
+        writeln!(
+            out,
+            "\nparked events for its PaymentIntent ({}):",
+            o.parked.len()
+        )?;
+        for p in &o.parked {
+            writeln!(out, "  {}", parked_line(p))?;
+        }
+    }
+    Ok(())
+}
+
+fn parked_line(p: &ParkedLine) -> String {
+    let expired = match &p.expired_at {
+        Some(at) => format!("  EXPIRED {at} (PARKED_TTL passed, no session claimed it)"),
+        None => String::new(),
+    };
+    format!(
+        "{}  parked {}  {}  {}{expired}",
+        p.event_id, p.parked_at, p.event_type, p.payment_intent_id
+    )
+}
+
+pub fn print_event(e: &EventStory, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "event {}", e.event_id)?;
+    writeln!(out, "  type:       {}", e.event_type)?;
+    writeln!(out, "  outcome:    {}", e.outcome)?;
+    writeln!(out, "  order:      {}", opt(&e.order_id))?;
+    writeln!(out, "  received:   {}", opt(&e.received_at))?;
+    writeln!(out, "  processed:  {}", e.processed_at)?;
+    if let Some(p) = &e.parked {
+        writeln!(out, "  parked:     {}", parked_line(p))?;
+    }
+    writeln!(out, "\nbody:")?;
+    match (&e.body, &e.body_raw) {
+        (Some(json), _) => {
+            let pretty = serde_json::to_string_pretty(json).unwrap_or_default();
+            writeln!(out, "{pretty}")?
+        }
+        (None, Some(raw)) => writeln!(out, "(not JSON; raw)\n{raw}")?,
+        (None, None) => writeln!(out, "(not stored: processed before event bodies were kept)")?,
+    }
+    Ok(())
+}
