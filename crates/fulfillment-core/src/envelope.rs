@@ -84,11 +84,11 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
 members! {
     /// The top-level members of an event that anyone reads.
     struct EventMembers {
-        id: b"id",
-        event_type: b"type",
-        created: b"created",
-        livemode: b"livemode",
-        data: b"data",
+        id: "id",
+        event_type: "type",
+        created: "created",
+        livemode: "livemode",
+        data: "data",
     }
 }
 

@@ -294,57 +294,57 @@ impl Handled {
 
 members! {
     struct DataMembers {
-        object: b"object",
+        object: "object",
     }
 }
 
 members! {
     /// What the worker reads of a Checkout Session.
     struct SessionMembers {
-        object: b"object",
-        id: b"id",
-        client_reference_id: b"client_reference_id",
-        metadata: b"metadata",
-        payment_intent: b"payment_intent",
-        payment_status: b"payment_status",
-        amount_total: b"amount_total",
-        currency: b"currency",
-        customer_details: b"customer_details",
-        customer_email: b"customer_email",
-        livemode: b"livemode",
+        object: "object",
+        id: "id",
+        client_reference_id: "client_reference_id",
+        metadata: "metadata",
+        payment_intent: "payment_intent",
+        payment_status: "payment_status",
+        amount_total: "amount_total",
+        currency: "currency",
+        customer_details: "customer_details",
+        customer_email: "customer_email",
+        livemode: "livemode",
     }
 }
 
 members! {
     /// What the worker reads of a PaymentIntent.
     struct IntentMembers {
-        object: b"object",
-        id: b"id",
-        metadata: b"metadata",
-        amount_received: b"amount_received",
-        amount: b"amount",
-        currency: b"currency",
-        receipt_email: b"receipt_email",
-        livemode: b"livemode",
+        object: "object",
+        id: "id",
+        metadata: "metadata",
+        amount_received: "amount_received",
+        amount: "amount",
+        currency: "currency",
+        receipt_email: "receipt_email",
+        livemode: "livemode",
     }
 }
 
 members! {
     struct MetadataMembers {
-        order_id: b"order_id",
+        order_id: "order_id",
     }
 }
 
 members! {
     struct CustomerDetailsMembers {
-        email: b"email",
+        email: "email",
     }
 }
 
 members! {
     /// An expanded reference: only its id matters.
     struct ExpandedMembers {
-        id: b"id",
+        id: "id",
     }
 }
 

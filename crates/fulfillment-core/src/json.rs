@@ -18,7 +18,7 @@
 //! a depth limit), and each typed conversion below starts a fresh, shallow parse of one
 //! member's text that is already known to be valid JSON. So after the body's syntax
 //! check, nothing can fail except a member the worker reads, and that failure names it.
-//! Keys are compared as bytes, so a lone surrogate in a key is just a key we skip.
+//! Keys are read raw too, so a lone surrogate in a key is just a key we skip.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -56,8 +56,8 @@ macro_rules! members {
                     ) -> Result<Self::Value, A::Error> {
                         let mut members = $name::default();
                         while let Some(key) = map.next_key::<$crate::json::Key<'de>>()? {
-                            match key.as_bytes() {
-                                $($key => members.$field = Some(map.next_value()?),)*
+                            match key.as_str() {
+                                $(Some($key) => members.$field = Some(map.next_value()?),)*
                                 _ => {
                                     map.next_value::<::serde::de::IgnoredAny>()?;
                                 }
@@ -74,45 +74,21 @@ macro_rules! members {
 }
 pub(crate) use members;
 
-/// An object key, unescaped but not required to be Unicode text: read as bytes, a key
-/// holding a lone surrogate is just a key that matches nothing we read.
-pub(crate) struct Key<'a>(Cow<'a, [u8]>);
+/// An object key. Read raw, like members, so that serde_json checks its syntax (a
+/// control character is an error) but not its meaning: a key escaping a lone
+/// surrogate is not text, so it matches no member we read and is skipped.
+pub(crate) struct Key<'a>(Option<Cow<'a, str>>);
 
 impl Key<'_> {
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.0
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        self.0.as_deref()
     }
 }
 
 impl<'de> de::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-
-            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_vec())))
-            }
-
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v.as_bytes())))
-            }
-
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.as_bytes().to_vec())))
-            }
-        }
-
-        deserializer.deserialize_bytes(KeyVisitor)
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        Ok(Key(decode_str(raw).ok()))
     }
 }
 
@@ -256,8 +232,8 @@ mod tests {
 
     members! {
         struct Pair {
-            a: b"a",
-            b: b"b",
+            a: "a",
+            b: "b",
         }
     }
 
@@ -271,6 +247,13 @@ mod tests {
             serde_json::from_str(r#"{"a":1,"x":[[["\ud800"]]],"a":2,"\ud800":3}"#).unwrap();
         assert_eq!(pair.a.map(RawValue::get), Some("2"));
         assert!(pair.b.is_none());
+    }
+
+    #[test]
+    fn keys_are_checked_json_strings() {
+        assert!(serde_json::from_str::<Pair>("{\"a\u{0}\":1}").is_err());
+        assert!(serde_json::from_str::<Pair>(r#"{"\x":1}"#).is_err());
+        assert!(serde_json::from_str::<Pair>(r#"{1:1}"#).is_err());
     }
 
     #[test]
