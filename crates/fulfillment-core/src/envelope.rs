@@ -27,9 +27,9 @@
 use std::borrow::Cow;
 
 use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 
-use crate::json::{self, members};
+use crate::event::ObjectMembers;
+use crate::json::{self, Nested, Raw, members};
 
 /// The minimal envelope the HTTP receiver checks before publishing an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,25 +81,64 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     Document::parse(body).map(|doc| doc.envelope())
 }
 
-members! {
-    /// The top-level members of an event that anyone reads.
-    struct EventMembers {
-        id: "id",
-        event_type: "type",
-        created: "created",
-        livemode: "livemode",
-        data: "data",
-    }
-}
-
 /// A body that passed the acceptance rule: its `id` and `type`, and the other
-/// members the worker may read, still raw (borrowed from the body).
+/// members the worker may read, borrowed from the body and not decoded yet.
 pub(crate) struct Document<'a> {
     pub(crate) id: Cow<'a, str>,
     pub(crate) event_type: Cow<'a, str>,
-    pub(crate) created: Option<&'a RawValue>,
-    pub(crate) livemode: Option<&'a RawValue>,
-    pub(crate) data: Option<&'a RawValue>,
+    pub(crate) created: Option<Raw<'a>>,
+    pub(crate) livemode: Option<Raw<'a>>,
+    pub(crate) data: Option<Nested<Data<'a>>>,
+}
+
+/// `data`, when it is an object.
+#[derive(Debug)]
+pub(crate) struct Data<'a> {
+    pub(crate) object: Option<Nested<ObjectMembers<'a>>>,
+}
+
+members! {
+    /// The top-level members anyone reads, `data` and `data.object` in the same pass.
+    struct OnePass<'a> {
+        id: Raw<'a> = "id",
+        event_type: Raw<'a> = "type",
+        created: Raw<'a> = "created",
+        livemode: Raw<'a> = "livemode",
+        data: Nested<OnePassData<'a>> = "data",
+    }
+}
+
+members! {
+    struct OnePassData<'a> {
+        object: Nested<ObjectMembers<'a>> = "object",
+    }
+}
+
+members! {
+    /// The same members with `data` raw: what decides when [`OnePass`] fails.
+    struct Fallback<'a> {
+        id: Raw<'a> = "id",
+        event_type: Raw<'a> = "type",
+        created: Raw<'a> = "created",
+        livemode: Raw<'a> = "livemode",
+        data: Raw<'a> = "data",
+    }
+}
+
+members! {
+    struct FallbackData<'a> {
+        object: Raw<'a> = "object",
+    }
+}
+
+/// The top-level members, before `id` and `type` are checked.
+#[derive(Debug)]
+struct Members<'a> {
+    id: Option<Raw<'a>>,
+    event_type: Option<Raw<'a>>,
+    created: Option<Raw<'a>>,
+    livemode: Option<Raw<'a>>,
+    data: Option<Nested<Data<'a>>>,
 }
 
 impl<'a> Document<'a> {
@@ -109,8 +148,7 @@ impl<'a> Document<'a> {
         // serde_json does not check the UTF-8 of the strings it skips when reading
         // bytes; a `&str` is checked once, up front.
         let body = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotJson)?;
-        let members: EventMembers<'a> =
-            serde_json::from_str(body).map_err(|err| classify(body, &err))?;
+        let members = Members::read(body)?;
         Ok(Document {
             id: required_string(
                 members.id,
@@ -147,8 +185,51 @@ impl<'a> Document<'a> {
     }
 }
 
+impl<'a> Members<'a> {
+    /// One pass over the body in the common case; when that pass fails (not JSON, or
+    /// `data` / `data.object` is something `deserialize_any` refuses, see [`Nested`]),
+    /// a second read with those two members raw decides. Both give the same members.
+    fn read(body: &'a str) -> Result<Members<'a>, EnvelopeError> {
+        match Members::one_pass(body) {
+            Some(members) => Ok(members),
+            None => Members::fallback(body),
+        }
+    }
+
+    fn one_pass(body: &'a str) -> Option<Members<'a>> {
+        let one: OnePass<'a> = serde_json::from_str(body).ok()?;
+        Some(Members {
+            id: one.id,
+            event_type: one.event_type,
+            created: one.created,
+            livemode: one.livemode,
+            data: one.data.map(|data| {
+                data.map(|data| Data {
+                    object: data.object,
+                })
+            }),
+        })
+    }
+
+    fn fallback(body: &'a str) -> Result<Members<'a>, EnvelopeError> {
+        let fallback: Fallback<'a> =
+            serde_json::from_str(body).map_err(|err| classify(body, &err))?;
+        Ok(Members {
+            id: fallback.id,
+            event_type: fallback.event_type,
+            created: fallback.created,
+            livemode: fallback.livemode,
+            data: json::nested::<FallbackData<'a>>(fallback.data).map(|data| {
+                data.map(|data| Data {
+                    object: json::nested(data.object),
+                })
+            }),
+        })
+    }
+}
+
 fn required_string<'a>(
-    raw: Option<&'a RawValue>,
+    raw: Option<Raw<'a>>,
     missing: EnvelopeError,
     not_string: EnvelopeError,
     empty: EnvelopeError,
@@ -193,13 +274,15 @@ mod tests {
     }
 
     #[test]
-    fn data_is_kept_raw() {
+    fn data_object_is_read_in_the_same_pass() {
         let body = br#"{"id":"evt_1","type":"x","data":{"object":{"id":"cs_1"}}}"#;
         let doc = Document::parse(body).unwrap();
-        assert_eq!(
-            doc.data.map(RawValue::get),
-            Some(r#"{"object":{"id":"cs_1"}}"#)
-        );
+        assert!(matches!(
+            doc.data,
+            Some(Nested::Object(Data {
+                object: Some(Nested::Object(_))
+            }))
+        ));
     }
 
     #[test]
@@ -212,6 +295,65 @@ mod tests {
             parse_envelope(br#"{"id":"evt_1","type":"a\udc00"}"#),
             Err(EnvelopeError::TypeNotString)
         );
+    }
+
+    /// The one-pass read is only a fast way to what the fallback decides.
+    fn assert_paths_agree(body: &str) {
+        if let Some(one) = Members::one_pass(body) {
+            let fallback = Members::fallback(body).expect("the fallback accepts it too");
+            assert_eq!(format!("{one:?}"), format!("{fallback:?}"), "{body}");
+        }
+    }
+
+    #[test]
+    fn one_pass_and_fallback_agree() {
+        let session = String::from_utf8(
+            crate::sample::event(
+                "checkout.session.completed",
+                &crate::sample::SampleSpec {
+                    event_id: "evt_1",
+                    order_id: "ord_1",
+                    payment_intent_id: Some("pi_1"),
+                    payment_status: "paid",
+                    order_in_metadata: true,
+                    created: 1,
+                },
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(Members::one_pass(&session).is_some());
+        assert_paths_agree(&session);
+        let values = [
+            "null",
+            "1",
+            "-0",
+            "1.5",
+            "1E99999000",
+            "true",
+            r#""s""#,
+            r#""\ud800""#,
+            "[]",
+            "[[1]]",
+            "{}",
+            r#"{"object":1}"#,
+            r#"{"object":"\ud800"}"#,
+            r#"{"object":1E99999000}"#,
+            r#"{"object":null}"#,
+            r#"{"object":[{}]}"#,
+            r#"{"object":{"id":"x","id":1E99999000}}"#,
+            r#"{"object":{},"object":2}"#,
+        ];
+        for value in values {
+            let body = format!(r#"{{"id":"evt_1","type":"t","data":{value}}}"#);
+            assert_paths_agree(&body);
+            assert!(Members::fallback(&body).is_ok(), "{body}");
+        }
+        for cut in 0..session.len() {
+            if session.is_char_boundary(cut) {
+                assert_paths_agree(&session[..cut]);
+            }
+        }
     }
 
     #[test]

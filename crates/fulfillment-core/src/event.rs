@@ -2,8 +2,8 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use crate::envelope::{Document, EnvelopeError};
-use crate::json::{self, Mismatch, StringOrObject, members};
+use crate::envelope::{Data, Document, EnvelopeError};
+use crate::json::{self, Mismatch, Nested, Raw, StringOrObject, members};
 use crate::status::{OrderStatus, PaymentStatus};
 
 /// Facts taken from a Checkout Session object.
@@ -274,104 +274,83 @@ impl Handled {
         })
     }
 
-    fn kind(self, object: &RawValue, livemode: Option<bool>) -> Result<EventKind, FieldError> {
-        let session = |wrap: fn(SessionFacts) -> EventKind| {
-            let members = read_object::<SessionMembers>(object, "data.object")?;
-            session_facts(members, livemode).map(wrap)
-        };
+    fn kind(
+        self,
+        object: ObjectMembers<'_>,
+        livemode: Option<bool>,
+    ) -> Result<EventKind, FieldError> {
+        let session =
+            |wrap: fn(SessionFacts) -> EventKind| session_facts(object, livemode).map(wrap);
         match self {
             Handled::Completed => session(EventKind::CheckoutSessionCompleted),
             Handled::Expired => session(EventKind::CheckoutSessionExpired),
             Handled::AsyncSucceeded => session(EventKind::CheckoutSessionAsyncPaymentSucceeded),
             Handled::AsyncFailed => session(EventKind::CheckoutSessionAsyncPaymentFailed),
             Handled::IntentSucceeded => {
-                let members = read_object::<IntentMembers>(object, "data.object")?;
-                payment_intent_facts(members, livemode).map(EventKind::PaymentIntentSucceeded)
+                payment_intent_facts(object, livemode).map(EventKind::PaymentIntentSucceeded)
             }
         }
     }
 }
 
 members! {
-    struct DataMembers {
-        object: "object",
+    /// What the worker reads of `data.object`: a Checkout Session's members and a
+    /// PaymentIntent's (one struct, because it is read before `type` may be known).
+    pub(crate) struct ObjectMembers<'a> {
+        object: Raw<'a> = "object",
+        id: Raw<'a> = "id",
+        client_reference_id: Raw<'a> = "client_reference_id",
+        metadata: Raw<'a> = "metadata",
+        payment_intent: Raw<'a> = "payment_intent",
+        payment_status: Raw<'a> = "payment_status",
+        amount_total: Raw<'a> = "amount_total",
+        currency: Raw<'a> = "currency",
+        customer_details: Raw<'a> = "customer_details",
+        customer_email: Raw<'a> = "customer_email",
+        livemode: Raw<'a> = "livemode",
+        amount_received: Raw<'a> = "amount_received",
+        amount: Raw<'a> = "amount",
+        receipt_email: Raw<'a> = "receipt_email",
     }
 }
 
 members! {
-    /// What the worker reads of a Checkout Session.
-    struct SessionMembers {
-        object: "object",
-        id: "id",
-        client_reference_id: "client_reference_id",
-        metadata: "metadata",
-        payment_intent: "payment_intent",
-        payment_status: "payment_status",
-        amount_total: "amount_total",
-        currency: "currency",
-        customer_details: "customer_details",
-        customer_email: "customer_email",
-        livemode: "livemode",
+    struct MetadataMembers<'a> {
+        order_id: Raw<'a> = "order_id",
     }
 }
 
 members! {
-    /// What the worker reads of a PaymentIntent.
-    struct IntentMembers {
-        object: "object",
-        id: "id",
-        metadata: "metadata",
-        amount_received: "amount_received",
-        amount: "amount",
-        currency: "currency",
-        receipt_email: "receipt_email",
-        livemode: "livemode",
-    }
-}
-
-members! {
-    struct MetadataMembers {
-        order_id: "order_id",
-    }
-}
-
-members! {
-    struct CustomerDetailsMembers {
-        email: "email",
+    struct CustomerDetailsMembers<'a> {
+        email: Raw<'a> = "email",
     }
 }
 
 members! {
     /// An expanded reference: only its id matters.
-    struct ExpandedMembers {
-        id: "id",
+    struct ExpandedMembers<'a> {
+        id: Raw<'a> = "id",
     }
 }
 
-/// `data.object`, still raw: which members to read depends on the event type.
-fn data_object(data: Option<&RawValue>) -> Result<&RawValue, FieldError> {
-    let data = json::object::<DataMembers>(data)
-        .map_err(|_| invalid("data", "an object"))?
-        .ok_or(FieldError::Missing { field: "data" })?;
-    json::raw_object(data.object)
-        .map_err(|_| invalid("data.object", "an object or null"))?
-        .ok_or(FieldError::Missing {
+/// `data.object`, read with the envelope in the same pass.
+fn data_object(data: Option<Nested<Data<'_>>>) -> Result<ObjectMembers<'_>, FieldError> {
+    let data = match data {
+        None | Some(Nested::Null) => return Err(FieldError::Missing { field: "data" }),
+        Some(Nested::Other) => return Err(invalid("data", "an object")),
+        Some(Nested::Object(data)) => data,
+    };
+    match data.object {
+        None | Some(Nested::Null) => Err(FieldError::Missing {
             field: "data.object",
-        })
-}
-
-/// The members of an object known to be present.
-fn read_object<'a, T: serde::Deserialize<'a>>(
-    raw: &'a RawValue,
-    path: &'static str,
-) -> Result<T, FieldError> {
-    json::object(Some(raw))
-        .map_err(|_| invalid(path, "an object or null"))?
-        .ok_or(FieldError::Missing { field: path })
+        }),
+        Some(Nested::Other) => Err(invalid("data.object", "an object or null")),
+        Some(Nested::Object(object)) => Ok(object),
+    }
 }
 
 fn session_facts(
-    obj: SessionMembers<'_>,
+    obj: ObjectMembers<'_>,
     livemode: Option<bool>,
 ) -> Result<SessionFacts, FieldError> {
     expect_kind(obj.object, "checkout.session")?;
@@ -398,7 +377,7 @@ fn session_facts(
 }
 
 fn payment_intent_facts(
-    obj: IntentMembers<'_>,
+    obj: ObjectMembers<'_>,
     livemode: Option<bool>,
 ) -> Result<PaymentIntentFacts, FieldError> {
     expect_kind(obj.object, "payment_intent")?;

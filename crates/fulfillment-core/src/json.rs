@@ -1,9 +1,10 @@
 //! Borrowing, lenient access to the few JSON members the worker reads.
 //!
 //! Every object the parser looks into is read with a [`members!`] struct: one
-//! `Option<&RawValue>` per member it needs, everything else skipped unread. Only then
-//! is each member turned into a typed value, on its own, so that a member the worker
-//! cannot use becomes an error naming its path, never an error about the whole body.
+//! `Option<&RawValue>` per member it needs, everything else skipped unread (`data` and
+//! `data.object` are read in the same pass, as [`Nested`]). Only then is each member
+//! turned into a typed value, on its own, so that a member the worker cannot use
+//! becomes an error naming its path, never an error about the whole body.
 //!
 //! This split is what keeps the receiver's acceptance rule and the worker's parse one
 //! rule (see the `envelope` module): serde_json checks the *syntax* of a raw or skipped
@@ -27,35 +28,40 @@ use serde::Deserializer;
 use serde::de::{self, Visitor};
 use serde_json::value::RawValue;
 
-/// Declares a struct holding the raw values of the listed members of one JSON object,
-/// and its borrowing `Deserialize`. Other members are skipped without being decoded.
-/// A duplicated key keeps its last value, as `serde_json::Value` does; the derive
-/// would reject the whole object instead.
+/// Declares a struct holding the listed members of one JSON object (each `Option`al,
+/// usually a [`Raw`] value), and its borrowing `Deserialize`. Other members are
+/// skipped without being decoded. A duplicated key keeps its last value, as
+/// `serde_json::Value` does; the derive would reject the whole object instead.
 macro_rules! members {
-    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($field:ident: $key:literal),* $(,)? }) => {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident<$lt:lifetime> {
+            $($field:ident: $ty:ty = $key:literal),* $(,)?
+        }
+    ) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Default)]
-        $vis struct $name<'a> {
-            $($field: Option<&'a ::serde_json::value::RawValue>,)*
+        #[derive(Clone, Copy, Debug, Default)]
+        $vis struct $name<$lt> {
+            $($field: Option<$ty>,)*
         }
 
-        impl<'de> ::serde::Deserialize<'de> for $name<'de> {
-            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        impl<$lt> ::serde::Deserialize<$lt> for $name<$lt> {
+            fn deserialize<D: ::serde::Deserializer<$lt>>(deserializer: D) -> Result<Self, D::Error> {
                 struct MembersVisitor;
 
-                impl<'de> ::serde::de::Visitor<'de> for MembersVisitor {
-                    type Value = $name<'de>;
+                impl<$lt> ::serde::de::Visitor<$lt> for MembersVisitor {
+                    type Value = $name<$lt>;
 
                     fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                         f.write_str("a JSON object")
                     }
 
-                    fn visit_map<A: ::serde::de::MapAccess<'de>>(
+                    fn visit_map<A: ::serde::de::MapAccess<$lt>>(
                         self,
                         mut map: A,
                     ) -> Result<Self::Value, A::Error> {
                         let mut members = $name::default();
-                        while let Some(key) = map.next_key::<$crate::json::Key<'de>>()? {
+                        while let Some(key) = map.next_key::<$crate::json::Key<$lt>>()? {
                             match key.as_str() {
                                 $(Some($key) => members.$field = Some(map.next_value()?),)*
                                 _ => {
@@ -73,6 +79,93 @@ macro_rules! members {
     };
 }
 pub(crate) use members;
+
+/// A member kept as its JSON text, checked for syntax only.
+pub(crate) type Raw<'a> = &'a RawValue;
+
+/// An object member read in the same pass as its parent, or what else it was.
+///
+/// Reading it needs serde_json's `deserialize_any`, which refuses what a typed parse
+/// refuses (a number out of range, a string with a lone surrogate). Callers then fall
+/// back to reading the parent with the member [`Raw`] and converting it with
+/// [`nested`]: the fallback decides, the single pass is only the fast way there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Nested<T> {
+    Null,
+    Object(T),
+    /// Any other JSON type.
+    Other,
+}
+
+impl<T> Nested<T> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Nested<U> {
+        match self {
+            Nested::Null => Nested::Null,
+            Nested::Object(t) => Nested::Object(f(t)),
+            Nested::Other => Nested::Other,
+        }
+    }
+}
+
+impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Nested<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NestedVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: de::Deserialize<'de>> Visitor<'de> for NestedVisitor<T> {
+            type Value = Nested<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_unit<E>(self) -> Result<Nested<T>, E> {
+                Ok(Nested::Null)
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Nested<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Nested::Object)
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Nested<T>, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Nested::Other)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Nested<T>, E> {
+                Ok(Nested::Other)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Nested<T>, E> {
+                Ok(Nested::Other)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Nested<T>, E> {
+                Ok(Nested::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Nested<T>, E> {
+                Ok(Nested::Other)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Nested<T>, E> {
+                Ok(Nested::Other)
+            }
+        }
+
+        deserializer.deserialize_any(NestedVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The slow path of [`Nested`]: a raw member, absent when `None`.
+pub(crate) fn nested<'a, T: de::Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<Nested<T>> {
+    raw.map(|raw| match shape(raw) {
+        Shape::Null => Nested::Null,
+        // Cannot fail for a `members!` struct of raw members on text serde_json
+        // already accepted; if it ever did, it is a wrong member, not a panic.
+        Shape::Object(raw) => members_of(raw).map_or(Nested::Other, Nested::Object),
+        Shape::String(_) | Shape::Other => Nested::Other,
+    })
+}
 
 /// An object key. Read raw, like members, so that serde_json checks its syntax (a
 /// control character is an error) but not its meaning: a key escaping a lone
@@ -138,11 +231,15 @@ pub(crate) fn string(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, Mis
 /// The member as an `i64`, exactly as `serde_json::Value::as_i64` would see it (so
 /// `1.0`, `-0`, `1e3` and numbers out of range are not integers).
 pub(crate) fn int(raw: Option<&RawValue>) -> Result<Option<i64>, Mismatch> {
-    match present(raw) {
-        None => Ok(None),
-        Some(raw) => serde_json::from_str::<i64>(raw.get())
-            .map(Some)
-            .map_err(|_| Mismatch::WrongType),
+    let Some(text) = present(raw).map(RawValue::get) else {
+        return Ok(None);
+    };
+    // Valid JSON made of digits and `-` only is an integer literal; serde_json reads
+    // `-0` as a float, and anything with `.`, `e` or `E` too.
+    let integer_literal = text.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    match text.parse::<i64>() {
+        Ok(n) if integer_literal && text != "-0" => Ok(Some(n)),
+        _ => Err(Mismatch::WrongType),
     }
 }
 
@@ -151,15 +248,6 @@ pub(crate) fn boolean(raw: Option<&RawValue>) -> Result<Option<bool>, Mismatch> 
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(_) => Err(Mismatch::WrongType),
-    }
-}
-
-/// An object member, still raw; `Ok(None)` when absent or null.
-pub(crate) fn raw_object(raw: Option<&RawValue>) -> Result<Option<&RawValue>, Mismatch> {
-    match present(raw).map(shape) {
-        None => Ok(None),
-        Some(Shape::Object(raw)) => Ok(Some(raw)),
         Some(_) => Err(Mismatch::WrongType),
     }
 }
@@ -203,6 +291,15 @@ fn members_of<'a, T: de::Deserialize<'a>>(raw: &'a RawValue) -> Result<T, Mismat
 /// Decodes a JSON string's text, borrowing it when it has no escapes. The text is
 /// valid JSON already, so the only possible failure is a lone surrogate escape.
 fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, Mismatch> {
+    let text = raw.get();
+    // Without a backslash, a valid JSON string is its own content (control characters
+    // were refused by the syntax check); this is the common case, kept cheap.
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
+
     struct StrVisitor;
 
     impl<'de> Visitor<'de> for StrVisitor {
@@ -221,7 +318,7 @@ fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, Mismatch> {
         }
     }
 
-    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let mut de = serde_json::Deserializer::from_str(text);
     de.deserialize_str(StrVisitor)
         .map_err(|_| Mismatch::NotUnicode)
 }
@@ -231,9 +328,9 @@ mod tests {
     use super::*;
 
     members! {
-        struct Pair {
-            a: "a",
-            b: "b",
+        struct Pair<'a> {
+            a: Raw<'a> = "a",
+            b: Raw<'a> = "b",
         }
     }
 
