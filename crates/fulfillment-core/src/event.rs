@@ -1,6 +1,9 @@
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::envelope::{EnvelopeError, parse_raw};
+use serde_json::value::RawValue;
+
+use crate::envelope::{Data, Document, EnvelopeError};
+use crate::json::{self, Mismatch, Nested, Raw, StringOrObject, members};
 use crate::status::{OrderStatus, PaymentStatus};
 
 /// Facts taken from a Checkout Session object.
@@ -183,26 +186,71 @@ impl ParseError {
 ///
 /// Unhandled types are `Ok(Parsed::Unhandled)` whatever their `data`. A handled type
 /// whose `data.object` lacks what the state machine needs is an error naming the field.
+///
+/// The body is judged as JSON by [`Document::parse`] alone, the receiver's acceptance
+/// rule: a body the receiver accepted never gives [`ParseError::Envelope`]. Only the
+/// members listed in the `members!` structs below are decoded; the rest is skipped.
 pub fn parse_event(body: &[u8]) -> Result<Parsed, ParseError> {
-    let (envelope, data) = parse_raw(body, true)?.into_envelope()?;
-    let Some(handled) = Handled::from_type(&envelope.event_type) else {
+    let doc = Document::parse(body)?;
+    Ok(handled_event(doc)?)
+}
+
+/// Everything after the acceptance rule. Its error type cannot hold an envelope error,
+/// so this stage cannot reject a body as "not JSON".
+fn handled_event(doc: Document<'_>) -> Result<Parsed, FieldError> {
+    let Some(handled) = Handled::from_type(&doc.event_type) else {
         return Ok(Parsed::Unhandled {
-            id: envelope.id,
-            event_type: envelope.event_type,
+            id: doc.id.into_owned(),
+            event_type: doc.event_type.into_owned(),
         });
     };
-    let created = envelope.created.ok_or(ParseError::InvalidField {
+    let created = doc.created().ok_or(FieldError::Invalid {
         field: "created",
         expected: "an integer",
     })?;
-    let object = data_object(data.as_ref())?;
-    let kind = handled.kind(object, envelope.livemode)?;
+    let livemode = json::boolean(doc.livemode).ok().flatten();
+    let kind = handled.kind(data_object(doc.data)?, livemode)?;
     Ok(Parsed::Handled(OrderEvent {
-        id: envelope.id,
-        event_type: envelope.event_type,
+        id: doc.id.into_owned(),
+        event_type: doc.event_type.into_owned(),
         created,
         kind,
     }))
+}
+
+/// A member of a handled event the worker cannot use: [`ParseError`] minus the
+/// envelope errors, which only [`Document::parse`] may raise.
+#[derive(Debug)]
+enum FieldError {
+    Missing {
+        field: &'static str,
+    },
+    Invalid {
+        field: &'static str,
+        expected: &'static str,
+    },
+    WrongObject {
+        expected: &'static str,
+        found: String,
+    },
+    UnknownPaymentStatus {
+        value: String,
+    },
+}
+
+impl From<FieldError> for ParseError {
+    fn from(err: FieldError) -> ParseError {
+        match err {
+            FieldError::Missing { field } => ParseError::MissingField { field },
+            FieldError::Invalid { field, expected } => ParseError::InvalidField { field, expected },
+            FieldError::WrongObject { expected, found } => {
+                ParseError::WrongObject { expected, found }
+            }
+            FieldError::UnknownPaymentStatus { value } => {
+                ParseError::UnknownPaymentStatus { value }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -226,7 +274,11 @@ impl Handled {
         })
     }
 
-    fn kind(self, object: Obj<'_>, livemode: Option<bool>) -> Result<EventKind, ParseError> {
+    fn kind(
+        self,
+        object: ObjectMembers<'_>,
+        livemode: Option<bool>,
+    ) -> Result<EventKind, FieldError> {
         let session =
             |wrap: fn(SessionFacts) -> EventKind| session_facts(object, livemode).map(wrap);
         match self {
@@ -241,188 +293,223 @@ impl Handled {
     }
 }
 
-fn data_object(data: Option<&Value>) -> Result<Obj<'_>, ParseError> {
-    let data = match data {
-        None | Some(Value::Null) => return Err(ParseError::MissingField { field: "data" }),
-        Some(Value::Object(data)) => Obj(data),
-        Some(_) => {
-            return Err(ParseError::InvalidField {
-                field: "data",
-                expected: "an object",
-            });
-        }
-    };
-    data.object("data.object")?.ok_or(ParseError::MissingField {
-        field: "data.object",
-    })
+members! {
+    /// What the worker reads of `data.object`: a Checkout Session's members and a
+    /// PaymentIntent's (one struct, because it is read before `type` may be known).
+    pub(crate) struct ObjectMembers<'a> {
+        object: Raw<'a> = "object",
+        id: Raw<'a> = "id",
+        client_reference_id: Raw<'a> = "client_reference_id",
+        metadata: Raw<'a> = "metadata",
+        payment_intent: Raw<'a> = "payment_intent",
+        payment_status: Raw<'a> = "payment_status",
+        amount_total: Raw<'a> = "amount_total",
+        currency: Raw<'a> = "currency",
+        customer_details: Raw<'a> = "customer_details",
+        customer_email: Raw<'a> = "customer_email",
+        livemode: Raw<'a> = "livemode",
+        amount_received: Raw<'a> = "amount_received",
+        amount: Raw<'a> = "amount",
+        receipt_email: Raw<'a> = "receipt_email",
+    }
 }
 
-fn session_facts(obj: Obj<'_>, livemode: Option<bool>) -> Result<SessionFacts, ParseError> {
-    obj.expect_kind("checkout.session")?;
-    let session_id = obj.required_str("data.object.id")?;
-    let order_id = obj
-        .str("data.object.client_reference_id")?
-        .or(metadata_order_id(obj)?)
-        .unwrap_or(session_id);
+members! {
+    struct MetadataMembers<'a> {
+        order_id: Raw<'a> = "order_id",
+    }
+}
+
+members! {
+    struct CustomerDetailsMembers<'a> {
+        email: Raw<'a> = "email",
+    }
+}
+
+members! {
+    /// An expanded reference: only its id matters.
+    struct ExpandedMembers<'a> {
+        id: Raw<'a> = "id",
+    }
+}
+
+/// `data.object`, read with the envelope in the same pass.
+fn data_object(data: Option<Nested<Data<'_>>>) -> Result<ObjectMembers<'_>, FieldError> {
+    let data = match data {
+        None | Some(Nested::Null) => return Err(FieldError::Missing { field: "data" }),
+        Some(Nested::Other) => return Err(invalid("data", "an object")),
+        Some(Nested::Object(data)) => data,
+    };
+    match data.object {
+        None | Some(Nested::Null) => Err(FieldError::Missing {
+            field: "data.object",
+        }),
+        Some(Nested::Other) => Err(invalid("data.object", "an object or null")),
+        Some(Nested::Object(object)) => Ok(object),
+    }
+}
+
+fn session_facts(
+    obj: ObjectMembers<'_>,
+    livemode: Option<bool>,
+) -> Result<SessionFacts, FieldError> {
+    expect_kind(obj.object, "checkout.session")?;
+    let session_id = required_str(obj.id, "data.object.id")?;
+    // Every candidate is checked, even when an earlier one wins: a malformed member is
+    // an error wherever it sits in the precedence.
+    let order_id = str(obj.client_reference_id, "data.object.client_reference_id")?
+        .or(metadata_order_id(obj.metadata)?)
+        .unwrap_or_else(|| session_id.clone());
     Ok(SessionFacts {
-        session_id: session_id.to_owned(),
-        order_id: order_id.to_owned(),
-        payment_intent_id: obj.expandable_id(
+        session_id: session_id.into_owned(),
+        order_id: order_id.into_owned(),
+        payment_intent_id: expandable_id(
+            obj.payment_intent,
             "data.object.payment_intent",
             "data.object.payment_intent.id",
         )?,
-        payment_status: payment_status(obj)?,
-        amount_total: obj.i64("data.object.amount_total")?,
-        currency: owned(obj.str("data.object.currency")?),
-        customer_email: owned(customer_email(obj)?),
-        livemode: object_livemode(obj, livemode)?,
+        payment_status: payment_status(obj.payment_status)?,
+        amount_total: int(obj.amount_total, "data.object.amount_total")?,
+        currency: owned(str(obj.currency, "data.object.currency")?),
+        customer_email: owned(customer_email(obj.customer_details, obj.customer_email)?),
+        livemode: object_livemode(obj.livemode, livemode)?,
     })
 }
 
 fn payment_intent_facts(
-    obj: Obj<'_>,
+    obj: ObjectMembers<'_>,
     livemode: Option<bool>,
-) -> Result<PaymentIntentFacts, ParseError> {
-    obj.expect_kind("payment_intent")?;
-    let received = obj.i64("data.object.amount_received")?;
+) -> Result<PaymentIntentFacts, FieldError> {
+    expect_kind(obj.object, "payment_intent")?;
+    let received = int(obj.amount_received, "data.object.amount_received")?;
     Ok(PaymentIntentFacts {
-        payment_intent_id: obj.required_str("data.object.id")?.to_owned(),
-        order_id: owned(metadata_order_id(obj)?),
-        amount: received.or(obj.i64("data.object.amount")?),
-        currency: owned(obj.str("data.object.currency")?),
-        receipt_email: owned(obj.str("data.object.receipt_email")?),
-        livemode: object_livemode(obj, livemode)?,
+        payment_intent_id: required_str(obj.id, "data.object.id")?.into_owned(),
+        order_id: owned(metadata_order_id(obj.metadata)?),
+        amount: received.or(int(obj.amount, "data.object.amount")?),
+        currency: owned(str(obj.currency, "data.object.currency")?),
+        receipt_email: owned(str(obj.receipt_email, "data.object.receipt_email")?),
+        livemode: object_livemode(obj.livemode, livemode)?,
     })
 }
 
-fn metadata_order_id(obj: Obj<'_>) -> Result<Option<&str>, ParseError> {
-    match obj.object("data.object.metadata")? {
-        Some(metadata) => metadata.str("data.object.metadata.order_id"),
+fn metadata_order_id(metadata: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, FieldError> {
+    match object::<MetadataMembers>(metadata, "data.object.metadata")? {
+        Some(metadata) => str(metadata.order_id, "data.object.metadata.order_id"),
         None => Ok(None),
     }
 }
 
-fn customer_email(obj: Obj<'_>) -> Result<Option<&str>, ParseError> {
-    let from_details = match obj.object("data.object.customer_details")? {
-        Some(details) => details.str("data.object.customer_details.email")?,
-        None => None,
-    };
-    Ok(from_details.or(obj.str("data.object.customer_email")?))
+/// `customer_details.email`, else `customer_email`.
+fn customer_email<'a>(
+    details: Option<&'a RawValue>,
+    customer_email: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, FieldError> {
+    let from_details =
+        match object::<CustomerDetailsMembers>(details, "data.object.customer_details")? {
+            Some(details) => str(details.email, "data.object.customer_details.email")?,
+            None => None,
+        };
+    Ok(from_details.or(str(customer_email, "data.object.customer_email")?))
 }
 
-fn payment_status(obj: Obj<'_>) -> Result<PaymentStatus, ParseError> {
-    let value = obj
-        .raw_str("data.object.payment_status")?
-        .ok_or(ParseError::MissingField {
-            field: "data.object.payment_status",
-        })?;
-    value.parse().map_err(|_| ParseError::UnknownPaymentStatus {
-        value: value.to_owned(),
+fn payment_status(raw: Option<&RawValue>) -> Result<PaymentStatus, FieldError> {
+    const FIELD: &str = "data.object.payment_status";
+    let value = raw_str(raw, FIELD)?.ok_or(FieldError::Missing { field: FIELD })?;
+    value.parse().map_err(|_| FieldError::UnknownPaymentStatus {
+        value: value.into_owned(),
     })
 }
 
 /// The object's own `livemode`, else the envelope's: they never differ in real events.
-fn object_livemode(obj: Obj<'_>, envelope: Option<bool>) -> Result<bool, ParseError> {
-    obj.bool("data.object.livemode")?
+fn object_livemode(raw: Option<&RawValue>, envelope: Option<bool>) -> Result<bool, FieldError> {
+    const FIELD: &str = "data.object.livemode";
+    json::boolean(raw)
+        .map_err(|_| invalid(FIELD, "a boolean or null"))?
         .or(envelope)
-        .ok_or(ParseError::MissingField {
-            field: "data.object.livemode",
-        })
+        .ok_or(FieldError::Missing { field: FIELD })
 }
 
-fn owned(value: Option<&str>) -> Option<String> {
-    value.map(str::to_owned)
-}
-
-/// Typed, path-aware access to a JSON object. Each accessor takes the field's full path
-/// (for error messages) and reads the path's last segment from this object. Absent and
-/// `null` are the same; a present value of the wrong type is an error, because a
-/// verified Stripe payload never has one and guessing would hide a bug.
-#[derive(Clone, Copy)]
-struct Obj<'a>(&'a Map<String, Value>);
-
-impl<'a> Obj<'a> {
-    fn get(self, path: &'static str) -> Option<&'a Value> {
-        let key = path.rsplit_once('.').map_or(path, |(_, key)| key);
-        self.0.get(key).filter(|value| !value.is_null())
-    }
-
-    fn invalid(path: &'static str, expected: &'static str) -> ParseError {
-        ParseError::InvalidField {
-            field: path,
+/// Stripe tags every object with its kind; a different kind means a malformed event.
+fn expect_kind(raw: Option<&RawValue>, expected: &'static str) -> Result<(), FieldError> {
+    match raw_str(raw, "data.object.object")? {
+        Some(found) if found != expected => Err(FieldError::WrongObject {
             expected,
+            found: found.into_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A reference to another Stripe object: its id, or the object itself when expanded.
+fn expandable_id(
+    raw: Option<&RawValue>,
+    path: &'static str,
+    id_path: &'static str,
+) -> Result<Option<String>, FieldError> {
+    match json::string_or_object::<ExpandedMembers>(raw) {
+        Ok(None) => Ok(None),
+        Ok(Some(StringOrObject::String(id))) => {
+            Ok(Some(id.into_owned()).filter(|id| !id.is_empty()))
         }
-    }
-
-    /// A string, possibly empty.
-    fn raw_str(self, path: &'static str) -> Result<Option<&'a str>, ParseError> {
-        match self.get(path) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(Self::invalid(path, "a string or null")),
+        Ok(Some(StringOrObject::Object(expanded))) => {
+            Ok(Some(required_str(expanded.id, id_path)?.into_owned()))
         }
+        Err(Mismatch::NotUnicode) => Err(not_unicode(path)),
+        Err(Mismatch::WrongType) => Err(invalid(path, "an id, an expanded object or null")),
     }
+}
 
-    /// A string; empty counts as absent.
-    fn str(self, path: &'static str) -> Result<Option<&'a str>, ParseError> {
-        Ok(self.raw_str(path)?.filter(|s| !s.is_empty()))
-    }
+// Typed access to one member, with its full JSON path for the error. Absent and `null`
+// are the same; a present value of the wrong type is an error, because a verified
+// Stripe payload never has one and guessing would hide a bug.
 
-    fn required_str(self, path: &'static str) -> Result<&'a str, ParseError> {
-        self.str(path)?
-            .ok_or(ParseError::MissingField { field: path })
-    }
+/// A string, possibly empty.
+fn raw_str<'a>(
+    raw: Option<&'a RawValue>,
+    path: &'static str,
+) -> Result<Option<Cow<'a, str>>, FieldError> {
+    json::string(raw).map_err(|mismatch| match mismatch {
+        Mismatch::WrongType => invalid(path, "a string or null"),
+        Mismatch::NotUnicode => not_unicode(path),
+    })
+}
 
-    fn i64(self, path: &'static str) -> Result<Option<i64>, ParseError> {
-        self.get(path)
-            .map(|value| {
-                value
-                    .as_i64()
-                    .ok_or_else(|| Self::invalid(path, "an integer or null"))
-            })
-            .transpose()
-    }
+/// A string; empty counts as absent.
+fn str<'a>(
+    raw: Option<&'a RawValue>,
+    path: &'static str,
+) -> Result<Option<Cow<'a, str>>, FieldError> {
+    Ok(raw_str(raw, path)?.filter(|s| !s.is_empty()))
+}
 
-    fn bool(self, path: &'static str) -> Result<Option<bool>, ParseError> {
-        self.get(path)
-            .map(|value| {
-                value
-                    .as_bool()
-                    .ok_or_else(|| Self::invalid(path, "a boolean or null"))
-            })
-            .transpose()
-    }
+fn required_str<'a>(
+    raw: Option<&'a RawValue>,
+    path: &'static str,
+) -> Result<Cow<'a, str>, FieldError> {
+    str(raw, path)?.ok_or(FieldError::Missing { field: path })
+}
 
-    fn object(self, path: &'static str) -> Result<Option<Obj<'a>>, ParseError> {
-        match self.get(path) {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Obj(map))),
-            Some(_) => Err(Self::invalid(path, "an object or null")),
-        }
-    }
+fn int(raw: Option<&RawValue>, path: &'static str) -> Result<Option<i64>, FieldError> {
+    json::int(raw).map_err(|_| invalid(path, "an integer or null"))
+}
 
-    /// A reference to another Stripe object: its id, or the object itself when expanded.
-    fn expandable_id(
-        self,
-        path: &'static str,
-        id_path: &'static str,
-    ) -> Result<Option<String>, ParseError> {
-        match self.get(path) {
-            None => Ok(None),
-            Some(Value::String(id)) => Ok(Some(id.clone()).filter(|id| !id.is_empty())),
-            Some(Value::Object(map)) => Ok(Some(Obj(map).required_str(id_path)?.to_owned())),
-            Some(_) => Err(Self::invalid(path, "an id, an expanded object or null")),
-        }
-    }
+fn object<'a, T: serde::Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    path: &'static str,
+) -> Result<Option<T>, FieldError> {
+    json::object(raw).map_err(|_| invalid(path, "an object or null"))
+}
 
-    /// Stripe tags every object with its kind; a different kind means a malformed event.
-    fn expect_kind(self, expected: &'static str) -> Result<(), ParseError> {
-        match self.raw_str("data.object.object")? {
-            Some(found) if found != expected => Err(ParseError::WrongObject {
-                expected,
-                found: found.to_owned(),
-            }),
-            _ => Ok(()),
-        }
-    }
+fn owned(value: Option<Cow<'_, str>>) -> Option<String> {
+    value.map(Cow::into_owned)
+}
+
+fn invalid(field: &'static str, expected: &'static str) -> FieldError {
+    FieldError::Invalid { field, expected }
+}
+
+/// A string escaping a lone UTF-16 surrogate is valid JSON but not text: it has no
+/// Rust `String`, and would not survive PostgreSQL either.
+fn not_unicode(field: &'static str) -> FieldError {
+    invalid(field, "Unicode text (it escapes a lone surrogate)")
 }

@@ -63,6 +63,8 @@
 //! (the property tests check this). With several sessions per order they follow the
 //! rule above, which may depend on arrival order; statuses and messages never do.
 
+mod json;
+
 mod envelope;
 mod event;
 mod message;
