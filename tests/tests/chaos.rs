@@ -360,6 +360,8 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await,
         0
     );
+    // Dead letters are moved from the queue into PostgreSQL: none there either.
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     for (name, svc) in [("receiver a", &mut receiver_a), ("worker 2", &mut worker_2)] {
         assert!(svc.is_alive(), "{name} died; log:\n{}", svc.logs());
     }
