@@ -25,6 +25,12 @@ pub struct DbHealth {
     changed: Arc<Notify>,
 }
 
+impl Default for DbHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DbHealth {
     pub fn new() -> DbHealth {
         DbHealth {

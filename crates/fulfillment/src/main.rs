@@ -1,25 +1,9 @@
 //! `fulfillment`: one binary, several roles (contract section 2).
 
-mod broker;
-mod budget;
-mod cli;
-mod db;
-mod dead_letters;
-mod dlq;
-mod health;
-mod http;
-mod metrics;
-mod ops;
-mod receiver;
-mod relay;
-mod retry;
-mod send_event;
-mod shutdown;
-mod store;
-mod time_fmt;
-mod topology;
-mod upkeep;
-mod worker;
+use fulfillment::{
+    broker, budget, cli, db, dead_letters, dlq, health, http, metrics, ops, receiver, relay,
+    send_event, shutdown, topology, upkeep, worker,
+};
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,14 +15,14 @@ use anyhow::Context;
 use clap::Parser;
 use tracing::{error, info};
 
-use crate::broker::{BrokerLink, Publisher, Setup};
-use crate::cli::{
+use fulfillment::broker::{BrokerLink, Publisher, Setup};
+use fulfillment::cli::{
     AmqpArgs, Cli, Command, DatabaseArgs, DlqAction, LogFormat, MetricsArgs, ReceiverArgs,
     ShutdownArgs, WorkerArgs,
 };
-use crate::health::DbHealth;
-use crate::retry::RetryPolicy;
-use crate::shutdown::Shutdown;
+use fulfillment::health::DbHealth;
+use fulfillment::retry::RetryPolicy;
+use fulfillment::shutdown::Shutdown;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

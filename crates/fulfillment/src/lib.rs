@@ -1,0 +1,25 @@
+//! The IO shell of the Stripe fulfillment worker: HTTP, AMQP, SQL and the
+//! roles the `fulfillment` binary runs. The decisions live in
+//! `fulfillment-core`; this crate loads, stores, publishes and serves. A
+//! library so that tests can drive the store against a real database.
+
+pub mod broker;
+pub mod budget;
+pub mod cli;
+pub mod db;
+pub mod dead_letters;
+pub mod dlq;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod ops;
+pub mod receiver;
+pub mod relay;
+pub mod retry;
+pub mod send_event;
+pub mod shutdown;
+pub mod store;
+pub mod time_fmt;
+pub mod topology;
+pub mod upkeep;
+pub mod worker;
