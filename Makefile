@@ -56,7 +56,7 @@ chaos:
 # tables retention bounds level off. SOAK_EVENTS and SOAK_RATE tune it.
 soak:
 	$(CARGO) build -p fulfillment
-	$(CARGO) test -p fulfillment-tests --test soak -- --ignored --nocapture
+	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test soak -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
