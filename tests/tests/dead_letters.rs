@@ -298,9 +298,29 @@ async fn listing_and_showing_the_dlq_many_times_changes_nothing() {
     }
     let after: String = sqlx::query_scalar(snapshot).fetch_one(&db).await.unwrap();
     assert_eq!(before, after, "not a byte of any row changed");
-    let queues = fulfillment_tests::amqp::queue_counts(&env.name);
-    let dlq = queues.iter().find(|q| q.name == DLQ).expect("the DLQ");
-    assert_eq!((dlq.ready, dlq.unacked), (0, 0), "all moved, all acked");
+    wait_all_moved_and_acked(&env.name).await;
+}
+
+/// The broker's queue counts (rabbitmqctl) are statistics refreshed every few
+/// seconds, not the queue's state: wait for them to say (0 ready, 0 unacked)
+/// rather than read them once, which raced the refresh under load.
+async fn wait_all_moved_and_acked(vhost: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let queues = fulfillment_tests::amqp::queue_counts(vhost);
+        let counts = queues
+            .iter()
+            .find(|q| q.name == DLQ)
+            .map(|q| (q.ready, q.unacked));
+        if counts == Some((0, 0)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "all moved, all acked: DLQ counts {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test]
