@@ -27,6 +27,8 @@ pub struct Model {
     ledger: Ledger,
     transitions: Vec<Recorded>,
     outbox: Vec<OrderMessage>,
+    /// What `processed_events` would say: last outcome and order per event id.
+    processed: BTreeMap<String, (Outcome, Option<String>)>,
 }
 
 impl Model {
@@ -40,6 +42,7 @@ impl Model {
         let mut effects = self.ledger.apply(&[(event, &[])], |_| is_new, now);
         self.transitions.append(&mut effects.transitions);
         self.outbox.append(&mut effects.messages);
+        self.processed.append(&mut effects.processed);
         let (outcome, _) = effects.results.pop().expect("one result per event");
         outcome
     }
@@ -55,6 +58,12 @@ impl Model {
     /// Every status change so far, in the order it happened.
     pub fn transitions(&self) -> &[Recorded] {
         &self.transitions
+    }
+
+    /// Each event's last outcome and order, as the store records it in
+    /// `processed_events` (a released event ends `applied` or `stale`).
+    pub fn processed(&self) -> &BTreeMap<String, (Outcome, Option<String>)> {
+        &self.processed
     }
 
     pub fn parked(&self) -> usize {
