@@ -1,10 +1,8 @@
 //! Applying events in PostgreSQL: dedup record, order row, history,
 //! PaymentIntent link, parked events and outbox commit or roll back together.
-//! This module holds no rule: what a batch loads and locks is
-//! `fulfillment_core::BatchPlan`, what it does to the state is
-//! `fulfillment_core::Ledger` (the same code `fulfillment_core::Model` drives
-//! in memory); here they are only executed: claim → lock → load → ledger →
-//! write.
+//! No rule lives here: what a batch loads and locks is `fulfillment_core::BatchPlan`,
+//! what it does is `fulfillment_core::Ledger` (which `fulfillment_core::Model`
+//! drives in memory); this module executes: claim → lock → load → ledger → write.
 //!
 //! A batch of events shares one transaction and costs a fixed number of
 //! statements, not a number per event: everything the batch touches is read
@@ -19,9 +17,8 @@
 //! each set of advisory locks is taken in one statement, in the order of the
 //! keys' 64-bit hashes (one order all batches share).
 //!
-//! Parked events are loaded whether or not the upkeep job flagged them
-//! expired (`PARKED_TTL`): a late session still releases them, and their
-//! `processed_events` row then records the outcome they finally had.
+//! Parked events are loaded even when `upkeep` flagged them expired (`PARKED_TTL`):
+//! a late session still releases them, and `processed_events` records the result.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
