@@ -4,8 +4,12 @@
 //! deduplicates them by event id, loads the order row, calls [`apply`], writes the new
 //! [`Order`] back, records the [`Transition`] and puts the [`OrderMessage`] into the
 //! outbox, all in one transaction. This crate holds everything in that loop that is not
-//! IO: [`parse_envelope`] / [`parse_event`], the state machine ([`decide`], [`apply`]) and
-//! a reference [`Model`] of the whole worker that tests use as an oracle.
+//! IO: [`parse_envelope`] / [`parse_event`], the state machine ([`decide`], [`apply`]),
+//! the batch rules ([`Ledger`]: dedup, order resolution through PaymentIntent links,
+//! parking and releasing, outcomes) with the plan of what a batch loads and locks
+//! ([`BatchPlan`]), and a reference [`Model`] of the whole worker, an in-memory driver
+//! of the same [`Ledger`] that tests use as an oracle. The store in the `fulfillment`
+//! crate is the other driver: it loads, calls [`Ledger::apply`], and writes.
 //!
 //! # Why a precedence instead of a transition table
 //!
@@ -67,10 +71,14 @@ mod json;
 
 mod envelope;
 mod event;
+mod ledger;
 mod message;
 mod model;
 mod order;
+mod plan;
 pub mod sample;
+#[cfg(feature = "scenarios")]
+pub mod scenario;
 mod status;
 pub mod upkeep;
 
@@ -79,7 +87,9 @@ pub use event::{
     EventKind, HANDLED_EVENT_TYPES, OrderEvent, ParseError, Parsed, PaymentIntentFacts,
     SessionFacts, parse_event,
 };
+pub use ledger::{Effects, Ledger, Outcome, ParkedEvent, Recorded, Report};
 pub use message::{MAX_MESSAGE_ID_BYTES, MessageType, OrderMessage, VERBATIM_ORDER_ID_MAX};
-pub use model::{Model, ModelOutcome};
+pub use model::Model;
 pub use order::{Applied, Decision, Order, Transition, apply, decide};
+pub use plan::{BatchPlan, LockKey, fresh};
 pub use status::{OrderStatus, ParseStatusError, PaymentStatus};

@@ -1,7 +1,7 @@
 mod common;
 
 use common::*;
-use fulfillment_core::{EventKind, Model, ModelOutcome, OrderMessage, OrderStatus, PaymentStatus};
+use fulfillment_core::{EventKind, Model, OrderMessage, OrderStatus, Outcome, PaymentStatus};
 
 fn paid_messages(model: &Model) -> Vec<&OrderMessage> {
     model
@@ -17,13 +17,13 @@ fn unmatched_payment_intent_waits_for_its_session() {
         let mut model = Model::new();
         let intent = intent_succeeded("evt_pi", "pi_ord_1", None);
         assert_eq!(intent.order_id(), None);
-        assert_eq!(model.handle(&intent, NOW), ModelOutcome::Parked);
+        assert_eq!(model.handle(&intent, NOW), Outcome::Unmatched);
         assert_eq!(model.parked(), 1);
         assert!(model.orders().is_empty());
         assert!(model.outbox().is_empty());
 
         let session = completed("evt_cs", "ord_1", payment_status);
-        assert_eq!(model.handle(&session, NOW), ModelOutcome::Applied);
+        assert_eq!(model.handle(&session, NOW), Outcome::Applied);
         assert_eq!(model.parked(), 0);
         let order = &model.orders()["ord_1"];
         assert_eq!(order.status, OrderStatus::Paid);
@@ -42,8 +42,8 @@ fn unmatched_payment_intent_waits_for_its_session() {
         );
 
         // Redelivery of either event changes nothing.
-        assert_eq!(model.handle(&intent, NOW), ModelOutcome::Duplicate);
-        assert_eq!(model.handle(&session, NOW), ModelOutcome::Duplicate);
+        assert_eq!(model.handle(&intent, NOW), Outcome::Duplicate);
+        assert_eq!(model.handle(&session, NOW), Outcome::Duplicate);
         assert_eq!(paid_messages(&model).len(), 1);
     }
 }
@@ -52,9 +52,9 @@ fn unmatched_payment_intent_waits_for_its_session() {
 fn payment_intent_after_its_session_is_matched_by_lookup() {
     let mut model = Model::new();
     let session = completed("evt_cs", "ord_1", PaymentStatus::Unpaid);
-    assert_eq!(model.handle(&session, NOW), ModelOutcome::Applied);
+    assert_eq!(model.handle(&session, NOW), Outcome::Applied);
     let intent = intent_succeeded("evt_pi", "pi_ord_1", None);
-    assert_eq!(model.handle(&intent, NOW), ModelOutcome::Applied);
+    assert_eq!(model.handle(&intent, NOW), Outcome::Applied);
     assert_eq!(model.orders()["ord_1"].status, OrderStatus::Paid);
     let keys: Vec<_> = model.outbox().iter().map(|m| m.routing_key()).collect();
     assert_eq!(keys, ["order.awaiting_payment", "order.paid"]);
@@ -68,8 +68,8 @@ fn session_without_payment_intent_leaves_event_parked() {
     if let EventKind::CheckoutSessionExpired(facts) = &mut session.kind {
         facts.payment_intent_id = None;
     }
-    assert_eq!(model.handle(&intent, NOW), ModelOutcome::Parked);
-    assert_eq!(model.handle(&session, NOW), ModelOutcome::Applied);
+    assert_eq!(model.handle(&intent, NOW), Outcome::Unmatched);
+    assert_eq!(model.handle(&session, NOW), Outcome::Applied);
     assert_eq!(model.parked(), 1);
     assert_eq!(model.orders()["ord_1"].status, OrderStatus::Expired);
 }
@@ -78,9 +78,9 @@ fn session_without_payment_intent_leaves_event_parked() {
 fn payment_intent_with_metadata_creates_the_order() {
     let mut model = Model::new();
     let intent = intent_succeeded("evt_pi", "pi_x", Some("ord_1"));
-    assert_eq!(model.handle(&intent, NOW), ModelOutcome::Applied);
+    assert_eq!(model.handle(&intent, NOW), Outcome::Applied);
     let expiry = expired("evt_cs", "ord_1");
-    assert_eq!(model.handle(&expiry, NOW), ModelOutcome::Stale);
+    assert_eq!(model.handle(&expiry, NOW), Outcome::Stale);
     let order = &model.orders()["ord_1"];
     assert_eq!(order.status, OrderStatus::Paid);
     // The stale session event still contributed its details.
@@ -93,8 +93,8 @@ fn dedup_is_by_event_id_only() {
     let mut model = Model::new();
     let first = completed("evt_same", "ord_1", PaymentStatus::Unpaid);
     let other_type = async_succeeded("evt_same", "ord_1");
-    assert_eq!(model.handle(&first, NOW), ModelOutcome::Applied);
-    assert_eq!(model.handle(&other_type, NOW), ModelOutcome::Duplicate);
+    assert_eq!(model.handle(&first, NOW), Outcome::Applied);
+    assert_eq!(model.handle(&other_type, NOW), Outcome::Duplicate);
     assert_eq!(model.orders()["ord_1"].status, OrderStatus::AwaitingPayment);
 }
 
@@ -110,11 +110,11 @@ fn retried_checkout_links_every_session_to_the_order() {
     let second = expired("evt_cs2", "ord_1");
     let late_success = intent_succeeded("evt_pi1", "pi_1", None);
 
-    assert_eq!(model.handle(&late_success, NOW), ModelOutcome::Parked);
-    assert_eq!(model.handle(&second, NOW), ModelOutcome::Applied);
+    assert_eq!(model.handle(&late_success, NOW), Outcome::Unmatched);
+    assert_eq!(model.handle(&second, NOW), Outcome::Applied);
     assert_eq!(model.parked(), 1);
     // Stale for the order and another session, yet it still links pi_1 to the order.
-    assert_eq!(model.handle(&first, NOW), ModelOutcome::Stale);
+    assert_eq!(model.handle(&first, NOW), Outcome::Stale);
     assert_eq!(model.parked(), 0);
     assert_eq!(model.orders()["ord_1"].status, OrderStatus::Paid);
     assert_eq!(

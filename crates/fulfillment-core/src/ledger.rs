@@ -1,0 +1,266 @@
+//! The one home of the rules for applying a batch of events: dedup inside the
+//! batch, how an event finds its order (its own order id, else the
+//! PaymentIntent link a session recorded), parking a PaymentIntent event no
+//! order claims yet, recording a session's link (the first link wins),
+//! releasing the events parked for it, and what each event's outcome is.
+//!
+//! [`Ledger`] is pure: it is given the state a batch touches and the events
+//! in arrival order, and returns every effect as data ([`Effects`]). Its two
+//! drivers only feed it and keep what it returns:
+//!
+//! - `fulfillment::store` loads the rows the batch touches from PostgreSQL
+//!   (planned by [`crate::BatchPlan`]), calls [`Ledger::apply`] once, and
+//!   writes [`Effects`] back with one set-based statement per table;
+//! - [`crate::Model`] keeps the whole state in memory and calls
+//!   [`Ledger::apply`] once per event, as the oracle of the tests.
+//!
+//! What a driver loads is its own business, not a rule: the store hands in
+//! expired parked events (`PARKED_TTL`) too, so a late session still releases
+//! them; the Model has no bodies and passes empty ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use time::OffsetDateTime;
+
+use crate::event::OrderEvent;
+use crate::message::OrderMessage;
+use crate::order::{Order, Transition, apply};
+use crate::plan::fresh;
+
+/// What processing an event did; the label is the metric's `outcome` and the
+/// `processed_events.outcome` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// The event changed the order's status (and produced a message).
+    Applied,
+    /// The event's target does not outrank the order's status; details may have merged.
+    Stale,
+    /// The event id was processed before, or is a second copy in the batch.
+    Duplicate,
+    /// Parked: a PaymentIntent event naming no order we know yet, kept until
+    /// a session referencing that PaymentIntent arrives.
+    Unmatched,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// What one event did besides its outcome, for metrics and logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub transitions: Vec<Transition>,
+    /// Parked events applied because this event linked their PaymentIntent.
+    pub released: usize,
+}
+
+/// A parked PaymentIntent event with the raw body Stripe sent, waiting for
+/// the session that links it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub event: OrderEvent,
+    pub body: Vec<u8>,
+}
+
+impl ParkedEvent {
+    pub fn payment_intent_id(&self) -> &str {
+        self.event
+            .kind
+            .payment_intent_id()
+            .expect("only PaymentIntent events are parked")
+    }
+}
+
+/// A status change of an order, with the event that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub order_id: String,
+    pub transition: Transition,
+    pub event_id: String,
+}
+
+/// Every effect of one [`Ledger::apply`], in the order it happened.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// One per event given, in the same order.
+    pub results: Vec<(Outcome, Report)>,
+    /// The rows of every order the batch touched, as they are now.
+    pub orders: Vec<Order>,
+    pub transitions: Vec<Recorded>,
+    pub messages: Vec<OrderMessage>,
+    /// PaymentIntent id → order id, recorded by this batch.
+    pub new_links: Vec<(String, String)>,
+    /// Ids of parked events (from before or from this batch) applied now.
+    pub released: Vec<String>,
+    /// Last outcome and order of every event this batch decided, released
+    /// ones included (they end `applied` or `stale`, not `unmatched`): what
+    /// `processed_events` records. Duplicates are not in it.
+    pub processed: BTreeMap<String, (Outcome, Option<String>)>,
+}
+
+/// The state a batch touches: orders, PaymentIntent links, parked events.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    orders: BTreeMap<String, Order>,
+    /// PaymentIntent id → order id, from every session event that references one.
+    links: BTreeMap<String, String>,
+    /// Oldest first.
+    parked: Vec<ParkedEvent>,
+    /// Orders the current [`Ledger::apply`] touched.
+    touched: BTreeSet<String>,
+}
+
+impl Ledger {
+    pub fn new(
+        orders: BTreeMap<String, Order>,
+        links: BTreeMap<String, String>,
+        parked: Vec<ParkedEvent>,
+    ) -> Ledger {
+        Ledger {
+            orders,
+            links,
+            parked,
+            touched: BTreeSet::new(),
+        }
+    }
+
+    pub fn orders(&self) -> &BTreeMap<String, Order> {
+        &self.orders
+    }
+
+    pub fn links(&self) -> &BTreeMap<String, String> {
+        &self.links
+    }
+
+    /// Events still parked (loaded and not released, or parked by this batch).
+    pub fn parked(&self) -> &[ParkedEvent] {
+        &self.parked
+    }
+
+    /// Applies `events` (with their raw bodies) in arrival order. `is_new`
+    /// says whether an event id was not processed before; of the new ones only
+    /// the first copy in the batch is applied, the others are duplicates.
+    pub fn apply(
+        &mut self,
+        events: &[(&OrderEvent, &[u8])],
+        is_new: impl Fn(&str) -> bool,
+        now: OffsetDateTime,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        let fresh = fresh(events.iter().map(|(e, _)| *e), is_new);
+        for ((event, body), fresh) in events.iter().zip(fresh) {
+            let result = if fresh {
+                self.handle(event, body, now, &mut effects)
+            } else {
+                (Outcome::Duplicate, Report::default())
+            };
+            effects.results.push(result);
+        }
+        effects.orders = std::mem::take(&mut self.touched)
+            .iter()
+            .map(|id| self.orders[id].clone())
+            .collect();
+        effects
+    }
+
+    fn handle(
+        &mut self,
+        event: &OrderEvent,
+        body: &[u8],
+        now: OffsetDateTime,
+        effects: &mut Effects,
+    ) -> (Outcome, Report) {
+        let mut report = Report::default();
+        let Some(order_id) = self.resolve(event) else {
+            self.parked.push(ParkedEvent {
+                event: event.clone(),
+                body: body.to_vec(),
+            });
+            effects
+                .processed
+                .insert(event.id.clone(), (Outcome::Unmatched, None));
+            return (Outcome::Unmatched, report);
+        };
+        let outcome = self.apply_to(&order_id, event, now, effects, &mut report);
+        effects
+            .processed
+            .insert(event.id.clone(), (outcome, Some(order_id.clone())));
+        if let (Some(pi), Some(_)) = (event.kind.payment_intent_id(), event.kind.session()) {
+            self.link_and_release(pi, &order_id, now, effects, &mut report);
+        }
+        (outcome, report)
+    }
+
+    /// A session names its order; a PaymentIntent event its `metadata.order_id`,
+    /// else the order of the session that linked it.
+    fn resolve(&self, event: &OrderEvent) -> Option<String> {
+        if let Some(order_id) = event.order_id() {
+            return Some(order_id.to_owned());
+        }
+        let pi = event.kind.payment_intent_id()?;
+        self.links.get(pi).cloned()
+    }
+
+    fn apply_to(
+        &mut self,
+        order_id: &str,
+        event: &OrderEvent,
+        now: OffsetDateTime,
+        effects: &mut Effects,
+        report: &mut Report,
+    ) -> Outcome {
+        let current = self.orders.remove(order_id);
+        let applied = apply(current, order_id, event, now);
+        self.orders.insert(order_id.to_owned(), applied.order);
+        self.touched.insert(order_id.to_owned());
+        let (Some(transition), Some(message)) = (applied.decision.transition(), applied.message)
+        else {
+            return Outcome::Stale;
+        };
+        effects.transitions.push(Recorded {
+            order_id: order_id.to_owned(),
+            transition,
+            event_id: event.id.clone(),
+        });
+        effects.messages.push(message);
+        report.transitions.push(transition);
+        Outcome::Applied
+    }
+
+    /// Records the session's PaymentIntent link (the first link wins: Stripe
+    /// never moves a PaymentIntent to another session) and applies the events
+    /// parked for it to the linked order, oldest first.
+    fn link_and_release(
+        &mut self,
+        pi: &str,
+        order_id: &str,
+        now: OffsetDateTime,
+        effects: &mut Effects,
+        report: &mut Report,
+    ) {
+        if !self.links.contains_key(pi) {
+            self.links.insert(pi.to_owned(), order_id.to_owned());
+            effects.new_links.push((pi.to_owned(), order_id.to_owned()));
+        }
+        let owner = self.links[pi].clone();
+        let (released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.payment_intent_id() == pi);
+        self.parked = still;
+        for p in released {
+            let outcome = self.apply_to(&owner, &p.event, now, effects, report);
+            effects
+                .processed
+                .insert(p.event.id.clone(), (outcome, Some(owner.clone())));
+            effects.released.push(p.event.id);
+            report.released += 1;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Random scenarios of Stripe events for property tests (feature `scenarios`):
+//! orders with one or more Checkout Sessions, their events and PaymentIntents,
+//! delivered in any order with duplicates, plus an independent oracle of the
+//! end status. Shared by the core's property tests and the store-vs-Model test
+//! of the `fulfillment` crate, so both draw from the same distribution.
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
+use crate::status::{OrderStatus, PaymentStatus};
+
+fn event(id: &str, kind: EventKind) -> OrderEvent {
+    OrderEvent {
+        id: id.to_owned(),
+        event_type: kind.event_type().to_owned(),
+        created: 1_700_000_000,
+        kind,
+    }
+}
+
+/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`.
+pub fn body(event: &OrderEvent) -> Vec<u8> {
+    let object = match &event.kind {
+        EventKind::PaymentIntentSucceeded(pi) => payment_intent(pi),
+        kind => session(kind.session().expect("every other kind is a session")),
+    };
+    let envelope = json!({
+        "id": event.id,
+        "object": "event",
+        "type": event.event_type,
+        "created": event.created,
+        "livemode": object["livemode"],
+        "data": { "object": object },
+    });
+    serde_json::to_vec(&envelope).expect("JSON values serialise")
+}
+
+fn session(s: &SessionFacts) -> Value {
+    json!({
+        "id": s.session_id,
+        "object": "checkout.session",
+        "client_reference_id": s.order_id,
+        "payment_intent": s.payment_intent_id,
+        "payment_status": s.payment_status.as_str(),
+        "amount_total": s.amount_total,
+        "currency": s.currency,
+        "customer_email": s.customer_email,
+        "livemode": s.livemode,
+    })
+}
+
+fn payment_intent(pi: &PaymentIntentFacts) -> Value {
+    let metadata = match &pi.order_id {
+        Some(order_id) => json!({ "order_id": order_id }),
+        None => json!({}),
+    };
+    json!({
+        "id": pi.payment_intent_id,
+        "object": "payment_intent",
+        "metadata": metadata,
+        "amount_received": pi.amount,
+        "currency": pi.currency,
+        "receipt_email": pi.receipt_email,
+        "livemode": pi.livemode,
+    })
+}
+
+/// One order: one or more Checkout Sessions (a retried checkout), each with some events
+/// and maybe a PaymentIntent.
+#[derive(Clone, Debug)]
+pub struct OrderSpec {
+    /// No `client_reference_id`/metadata: the order is named after its first session.
+    pub named_by_session: bool,
+    pub sessions: Vec<SessionSpec>,
+    pub livemode: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionSpec {
+    /// The session references its PaymentIntent (in the events that show it).
+    pub has_intent: bool,
+    pub events: Vec<SessionEventSpec>,
+    pub intent: Option<IntentSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionEventSpec {
+    pub kind: SessionEventKind,
+    /// Whether this payload carries `payment_intent` (it may be null before payment).
+    pub shows_intent: bool,
+    pub shows_email: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum SessionEventKind {
+    Completed(PaymentStatus),
+    Expired,
+    AsyncSucceeded,
+    AsyncFailed,
+}
+
+#[derive(Clone, Debug)]
+pub struct IntentSpec {
+    pub has_metadata: bool,
+    pub shows_email: bool,
+}
+
+impl OrderSpec {
+    pub fn order_id(&self, k: usize) -> String {
+        if self.named_by_session {
+            session_id(k, 0)
+        } else {
+            format!("ord_{k}")
+        }
+    }
+
+    pub fn events(&self, k: usize) -> Vec<OrderEvent> {
+        let mut events = Vec::new();
+        for (j, session) in self.sessions.iter().enumerate() {
+            for (i, spec) in session.events.iter().enumerate() {
+                let kind = self.session_kind(k, j, spec);
+                events.push(event(&format!("evt_{k}_{j}_{i}"), kind));
+            }
+            if let Some(intent) = &session.intent {
+                let kind = self.intent_kind(k, j, intent);
+                events.push(event(&format!("evt_{k}_{j}_pi"), kind));
+            }
+        }
+        events
+    }
+
+    pub fn session_kind(&self, k: usize, j: usize, spec: &SessionEventSpec) -> EventKind {
+        let session = &self.sessions[j];
+        let facts = |payment_status| SessionFacts {
+            session_id: session_id(k, j),
+            order_id: self.order_id(k),
+            payment_intent_id: (session.has_intent && spec.shows_intent).then(|| intent_id(k, j)),
+            payment_status,
+            amount_total: Some(amount(k, j)),
+            currency: Some("usd".to_owned()),
+            customer_email: spec.shows_email.then(|| format!("c{k}@example.com")),
+            livemode: self.livemode,
+        };
+        match spec.kind {
+            SessionEventKind::Completed(status) => {
+                EventKind::CheckoutSessionCompleted(facts(status))
+            }
+            SessionEventKind::Expired => {
+                EventKind::CheckoutSessionExpired(facts(PaymentStatus::Unpaid))
+            }
+            SessionEventKind::AsyncSucceeded => {
+                EventKind::CheckoutSessionAsyncPaymentSucceeded(facts(PaymentStatus::Paid))
+            }
+            SessionEventKind::AsyncFailed => {
+                EventKind::CheckoutSessionAsyncPaymentFailed(facts(PaymentStatus::Unpaid))
+            }
+        }
+    }
+
+    pub fn intent_kind(&self, k: usize, j: usize, spec: &IntentSpec) -> EventKind {
+        // Deliberately different from the session's facts, so the merge rule matters.
+        EventKind::PaymentIntentSucceeded(PaymentIntentFacts {
+            payment_intent_id: intent_id(k, j),
+            order_id: spec.has_metadata.then(|| self.order_id(k)),
+            amount: Some(amount(k, j) + 1),
+            currency: Some("eur".to_owned()),
+            receipt_email: spec.shows_email.then(|| format!("r{k}@example.com")),
+            livemode: self.livemode,
+        })
+    }
+
+    /// PaymentIntent events the worker can never attribute to this order.
+    pub fn unmatchable_intents(&self) -> usize {
+        self.sessions
+            .iter()
+            .filter(|session| session.intent.is_some() && !session.intent_matchable())
+            .count()
+    }
+
+    /// Independent oracle: the highest target among the events that reach the order.
+    pub fn expected_status(&self, k: usize) -> Option<OrderStatus> {
+        let mut targets = Vec::new();
+        for (j, session) in self.sessions.iter().enumerate() {
+            for spec in &session.events {
+                targets.push(self.session_kind(k, j, spec).target_status());
+            }
+            if session.intent_matchable() {
+                targets.push(OrderStatus::Paid);
+            }
+        }
+        targets.into_iter().max()
+    }
+}
+
+impl SessionSpec {
+    pub fn intent_matchable(&self) -> bool {
+        self.intent.as_ref().is_some_and(|intent| {
+            intent.has_metadata || (self.has_intent && self.events.iter().any(|e| e.shows_intent))
+        })
+    }
+}
+
+pub fn session_id(k: usize, j: usize) -> String {
+    format!("cs_test_{k}_{j}")
+}
+
+pub fn intent_id(k: usize, j: usize) -> String {
+    format!("pi_{k}_{j}")
+}
+
+pub fn amount(k: usize, j: usize) -> i64 {
+    (1000 * (k + 1) + 10 * j) as i64
+}
+
+pub fn session_event_kind() -> impl Strategy<Value = SessionEventKind> {
+    prop_oneof![
+        Just(SessionEventKind::Completed(PaymentStatus::Paid)),
+        Just(SessionEventKind::Completed(PaymentStatus::Unpaid)),
+        Just(SessionEventKind::Completed(
+            PaymentStatus::NoPaymentRequired
+        )),
+        Just(SessionEventKind::Expired),
+        Just(SessionEventKind::AsyncSucceeded),
+        Just(SessionEventKind::AsyncFailed),
+    ]
+}
+
+pub fn session_spec() -> impl Strategy<Value = SessionSpec> {
+    let event = (session_event_kind(), any::<bool>(), any::<bool>()).prop_map(
+        |(kind, shows_intent, shows_email)| SessionEventSpec {
+            kind,
+            shows_intent,
+            shows_email,
+        },
+    );
+    let intent = proptest::option::of((any::<bool>(), any::<bool>()).prop_map(
+        |(has_metadata, shows_email)| IntentSpec {
+            has_metadata,
+            shows_email,
+        },
+    ));
+    (any::<bool>(), vec(event, 0..=4), intent).prop_map(|(has_intent, events, intent)| {
+        SessionSpec {
+            has_intent,
+            events,
+            intent,
+        }
+    })
+}
+
+pub fn order_spec(max_sessions: usize) -> impl Strategy<Value = OrderSpec> {
+    (
+        any::<bool>(),
+        vec(session_spec(), 1..=max_sessions),
+        any::<bool>(),
+    )
+        .prop_map(|(named_by_session, sessions, livemode)| OrderSpec {
+            named_by_session,
+            sessions,
+            livemode,
+        })
+}
+
+/// The orders, their events in canonical order, and a delivery of those events: each
+/// delivered 1..=3 times, shuffled.
+pub fn scenario(
+    max_sessions: usize,
+) -> impl Strategy<Value = (Vec<OrderSpec>, Vec<OrderEvent>, Vec<OrderEvent>)> {
+    vec(order_spec(max_sessions), 1..=3).prop_flat_map(|specs| {
+        let canonical: Vec<OrderEvent> = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(k, spec)| spec.events(k))
+            .collect();
+        let copies = vec(1..=3usize, canonical.len());
+        (Just(specs), Just(canonical), copies).prop_flat_map(|(specs, canonical, copies)| {
+            let delivered: Vec<OrderEvent> = canonical
+                .iter()
+                .zip(copies)
+                .flat_map(|(event, n)| std::iter::repeat_n(event.clone(), n))
+                .collect();
+            (Just(specs), Just(canonical), Just(delivered).prop_shuffle())
+        })
+    })
+}

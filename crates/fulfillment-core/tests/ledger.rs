@@ -1,0 +1,165 @@
+//! The batch rules ([`Ledger`]) and the batch plan ([`BatchPlan`]): a batch
+//! does what its events one by one do, and the plan locks and loads exactly
+//! what the batch's events name.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use fulfillment_core::scenario::scenario;
+use fulfillment_core::{
+    BatchPlan, EventKind, Ledger, LockKey, Model, OrderEvent, OrderStatus, Outcome, PaymentStatus,
+    fresh,
+};
+use proptest::prelude::*;
+
+/// Cuts `events` into consecutive batches of the given sizes (cycled).
+fn batches(events: &[OrderEvent], sizes: &[usize]) -> Vec<Vec<OrderEvent>> {
+    let mut out = Vec::new();
+    let mut rest = events;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, tail) = rest.split_at((*size).min(rest.len()));
+        out.push(batch.to_vec());
+        rest = tail;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Batching changes nothing: the same events in batches of any size end
+    /// with the same orders, links, parked events, transitions, messages and
+    /// per-event outcomes as one at a time.
+    #[test]
+    fn a_batch_does_what_its_events_do_one_by_one(
+        (_, _, delivered) in scenario(2),
+        sizes in proptest::collection::vec(1..=6usize, 1..=4),
+    ) {
+        let mut model = Model::new();
+        let one_by_one: Vec<Outcome> = delivered.iter().map(|e| model.handle(e, NOW)).collect();
+
+        let mut ledger = Ledger::default();
+        let mut seen = BTreeSet::new();
+        let (mut outcomes, mut transitions, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+        for batch in batches(&delivered, &sizes) {
+            let events: Vec<(&OrderEvent, &[u8])> = batch.iter().map(|e| (e, &[][..])).collect();
+            let before = seen.clone();
+            seen.extend(batch.iter().map(|e| e.id.clone()));
+            let effects = ledger.apply(&events, |id| !before.contains(id), NOW);
+            outcomes.extend(effects.results.into_iter().map(|(o, _)| o));
+            transitions.extend(effects.transitions);
+            messages.extend(effects.messages);
+        }
+        prop_assert_eq!(outcomes, one_by_one);
+        prop_assert_eq!(ledger.orders(), model.orders());
+        prop_assert_eq!(&transitions[..], model.transitions());
+        prop_assert_eq!(&messages[..], model.outbox());
+        let parked: Vec<&OrderEvent> = ledger.parked().iter().map(|p| &p.event).collect();
+        prop_assert_eq!(parked, model.parked_events().collect::<Vec<_>>());
+    }
+
+    /// The plan applies the first copy of each new id, and locks up front
+    /// exactly the orders and PaymentIntents those copies name.
+    #[test]
+    fn the_plan_locks_what_the_fresh_events_name(
+        (_, _, delivered) in scenario(2),
+        old in proptest::collection::vec(any::<bool>(), 64),
+    ) {
+        let is_new = |id: &str| !old[id.len() % old.len()] || id.ends_with("_pi");
+        let plan = BatchPlan::new(delivered.iter(), is_new);
+        let marks = fresh(delivered.iter(), is_new);
+
+        let mut first = BTreeSet::new();
+        let mut expected = Vec::new();
+        for (event, fresh) in delivered.iter().zip(&marks) {
+            prop_assert_eq!(*fresh, is_new(&event.id) && first.insert(event.id.clone()));
+            if *fresh {
+                expected.push(event);
+            }
+        }
+        prop_assert_eq!(plan.events(), &expected[..]);
+
+        let mut keys = BTreeSet::new();
+        for event in &expected {
+            keys.extend(event.order_id().map(LockKey::order));
+            keys.extend(event.kind.payment_intent_id().map(LockKey::payment_intent));
+        }
+        prop_assert_eq!(plan.first_locks(), keys);
+    }
+}
+
+#[test]
+fn orders_found_through_links_are_locked_after_the_known_keys() {
+    let intent = event(
+        "evt_pi",
+        EventKind::PaymentIntentSucceeded(intent("pi_1", None)),
+    );
+    let session = completed("evt_cs", "ord_2", PaymentStatus::Paid);
+    let plan = BatchPlan::new([&intent, &session], |_| true);
+    assert_eq!(
+        plan.first_locks().into_iter().collect::<Vec<_>>(),
+        [
+            LockKey::order("ord_2"),
+            LockKey::payment_intent("pi_1"),
+            LockKey::payment_intent("pi_ord_2"),
+        ]
+    );
+    let links = BTreeMap::from([
+        ("pi_1".to_owned(), "ord_1".to_owned()),
+        ("pi_ord_2".to_owned(), "ord_2".to_owned()),
+    ]);
+    // ord_2 is locked already; only the order found through pi_1 is new.
+    assert_eq!(
+        plan.link_locks(&links).into_iter().collect::<Vec<_>>(),
+        [LockKey::order("ord_1")]
+    );
+    assert_eq!(plan.order_ids(&links), ["ord_2", "ord_1", "ord_2"]);
+    assert_eq!(plan.linking_payment_intents(), ["pi_ord_2"]);
+}
+
+#[test]
+fn a_duplicate_or_old_event_is_neither_locked_nor_loaded() {
+    let session = completed("evt_cs", "ord_1", PaymentStatus::Paid);
+    let plan = BatchPlan::new([&session, &session], |_| false);
+    assert!(plan.events().is_empty());
+    assert!(plan.first_locks().is_empty());
+    assert!(plan.payment_intents().is_empty());
+}
+
+/// Released events end with the outcome they finally had, on the linked
+/// order; their raw bodies travel with them while they are parked.
+#[test]
+fn released_events_record_their_final_outcome() {
+    let early = event(
+        "evt_pi",
+        EventKind::PaymentIntentSucceeded(intent("pi_ord_1", None)),
+    );
+    let mut ledger = Ledger::default();
+    let parked = ledger.apply(&[(&early, b"{raw}")], |_| true, NOW);
+    assert_eq!(parked.results[0].0, Outcome::Unmatched);
+    assert_eq!(parked.processed["evt_pi"], (Outcome::Unmatched, None));
+    assert_eq!(ledger.parked()[0].body, b"{raw}");
+
+    let session = completed("evt_cs", "ord_1", PaymentStatus::Unpaid);
+    let effects = ledger.apply(&[(&session, b""), (&session, b"")], |_| true, NOW);
+    assert_eq!(effects.results[0].0, Outcome::Applied);
+    assert_eq!(effects.results[0].1.released, 1);
+    assert_eq!(effects.results[1].0, Outcome::Duplicate);
+    assert_eq!(effects.released, ["evt_pi"]);
+    assert_eq!(
+        effects.processed["evt_pi"],
+        (Outcome::Applied, Some("ord_1".to_owned()))
+    );
+    assert_eq!(
+        effects.new_links,
+        [("pi_ord_1".to_owned(), "ord_1".to_owned())]
+    );
+    assert_eq!(effects.orders.len(), 1);
+    assert_eq!(effects.orders[0].status, OrderStatus::Paid);
+    assert!(ledger.parked().is_empty());
+}

@@ -1,0 +1,362 @@
+//! The store and the Model drive the same `fulfillment_core::Ledger`; this
+//! test holds what each adds around it (what the store loads, locks and
+//! writes) to the same results. Random event sets from
+//! `fulfillment_core::scenario` (permutations, duplicates, PaymentIntents
+//! before their sessions, several sessions per order) go in random batches
+//! through the real `store::process_batch` on a real PostgreSQL database
+//! (127.0.0.1:5432, one database per test, emptied between cases) and through
+//! `Model`; end states, transitions, parked events (with their raw bodies), outbox messages
+//! and `processed_events` must agree. `PROPTEST_CASES` sets the number of cases (default 48).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use fulfillment::{db, store};
+use fulfillment_core::scenario::{OrderSpec, body, scenario};
+use fulfillment_core::{Model, Order, OrderEvent, OrderMessage, OrderStatus, Transition};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use time::OffsetDateTime;
+use tokio::runtime::Runtime;
+
+const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A migrated database of its own, dropped with the value.
+struct TestDb {
+    name: String,
+    pool: PgPool,
+    runtime: Runtime,
+}
+
+impl TestDb {
+    fn new(tag: &str) -> TestDb {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .subsec_nanos();
+        let name = format!("svm_{tag}_{}_{nanos}", std::process::id());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let url = format!("{PG_BASE}/{name}");
+        let pool = runtime.block_on(async {
+            db::create_database_if_missing(&url).await.expect("create");
+            let pool = db::pool(&url, 4).expect("pool");
+            db::migrate(&pool).await.expect("migrate");
+            pool
+        });
+        TestDb {
+            name,
+            pool,
+            runtime,
+        }
+    }
+
+    fn reset(&self) {
+        self.runtime.block_on(async {
+            sqlx::query(
+                "TRUNCATE orders, order_transitions, processed_events, payment_intent_links, \
+                 parked_events, outbox",
+            )
+            .execute(&self.pool)
+            .await
+            .expect("truncate");
+        });
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let pool = self.pool.clone();
+        self.runtime.block_on(async move {
+            pool.close().await;
+            if let Ok(mut admin) = PgConnection::connect(&format!("{PG_BASE}/postgres")).await {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(&sql).execute(&mut admin).await;
+            }
+        });
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(48)
+}
+
+/// Cuts `events` into consecutive batches of the given sizes (cycled).
+fn batches(events: &[OrderEvent], sizes: &[usize]) -> Vec<Vec<OrderEvent>> {
+    let mut out = Vec::new();
+    let mut rest = events;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, tail) = rest.split_at((*size).min(rest.len()));
+        out.push(batch.to_vec());
+        rest = tail;
+    }
+    out
+}
+
+/// One batch through the store, retried on a deadlock as the worker does.
+async fn process(pool: &PgPool, batch: &[OrderEvent]) -> Vec<store::Outcome> {
+    let bodies: Vec<Vec<u8>> = batch.iter().map(body).collect();
+    let items: Vec<(&OrderEvent, &[u8])> = batch
+        .iter()
+        .zip(&bodies)
+        .map(|(e, b)| (e, &b[..]))
+        .collect();
+    loop {
+        match store::process_batch(pool, &items).await {
+            Ok(results) => return results.into_iter().map(|(o, _)| o).collect(),
+            Err(e) if db::is_conflict(&e) => continue,
+            Err(e) => panic!("process_batch: {e}"),
+        }
+    }
+}
+
+/// What the database holds after a run, in the Model's terms.
+#[derive(Debug)]
+struct Stored {
+    orders: BTreeMap<String, Order>,
+    transitions: Vec<(String, Transition, String)>,
+    /// Parked event id → raw body.
+    parked: BTreeMap<String, Vec<u8>>,
+    /// By message id, `occurred_at` blanked (it is the time of processing).
+    outbox: BTreeMap<String, OrderMessage>,
+    /// `processed_events`: event id → (outcome label, order id).
+    processed: BTreeMap<String, (String, Option<String>)>,
+}
+
+async fn stored(pool: &PgPool) -> Stored {
+    let rows = sqlx::query(
+        "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, \
+         currency, customer_email, livemode FROM orders",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("orders");
+    let orders = rows
+        .iter()
+        .map(|row| {
+            let status: String = row.get("status");
+            let order = Order {
+                order_id: row.get("order_id"),
+                status: status.parse().expect("a status"),
+                checkout_session_id: row.get("checkout_session_id"),
+                payment_intent_id: row.get("payment_intent_id"),
+                amount_total: row.get("amount_total"),
+                currency: row.get("currency"),
+                customer_email: row.get("customer_email"),
+                livemode: row.get("livemode"),
+            };
+            (order.order_id.clone(), order)
+        })
+        .collect();
+    let rows: Vec<(String, Option<String>, String, String)> = sqlx::query_as(
+        "SELECT order_id, from_status, to_status, event_id FROM order_transitions ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("transitions");
+    let status = |s: &str| s.parse::<OrderStatus>().expect("a status");
+    let transitions = rows
+        .into_iter()
+        .map(|(order, from, to, event)| {
+            let transition = Transition {
+                from: from.as_deref().map(status),
+                to: status(&to),
+            };
+            (order, transition, event)
+        })
+        .collect();
+    let parked = sqlx::query_as("SELECT event_id, body FROM parked_events")
+        .fetch_all(pool)
+        .await
+        .expect("parked")
+        .into_iter()
+        .collect();
+    let rows: Vec<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT message_id, routing_key, body FROM outbox")
+            .fetch_all(pool)
+            .await
+            .expect("outbox");
+    let mut outbox = BTreeMap::new();
+    for (id, key, body) in rows {
+        let mut message: OrderMessage = serde_json::from_slice(&body).expect("a message");
+        assert_eq!(message.message_id, id);
+        assert_eq!(message.routing_key(), key);
+        message.occurred_at.clear();
+        outbox.insert(id, message);
+    }
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT event_id, outcome, order_id FROM processed_events")
+            .fetch_all(pool)
+            .await
+            .expect("processed_events");
+    let processed = rows
+        .into_iter()
+        .map(|(id, outcome, order)| (id, (outcome, order)))
+        .collect();
+    Stored {
+        orders,
+        transitions,
+        parked,
+        outbox,
+        processed,
+    }
+}
+
+fn model_of(events: &[OrderEvent]) -> (Model, Vec<store::Outcome>) {
+    let mut model = Model::new();
+    let now = OffsetDateTime::now_utc();
+    let outcomes = events.iter().map(|e| model.handle(e, now)).collect();
+    (model, outcomes)
+}
+
+fn outbox_of(model: &Model) -> BTreeMap<String, OrderMessage> {
+    model
+        .outbox()
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            m.occurred_at.clear();
+            (m.message_id.clone(), m)
+        })
+        .collect()
+}
+
+fn parked_of(model: &Model) -> BTreeMap<String, Vec<u8>> {
+    model
+        .parked_events()
+        .map(|e| (e.id.clone(), body(e)))
+        .collect()
+}
+
+/// Random batch sizes; each batch is one transaction.
+fn sizes() -> impl Strategy<Value = Vec<usize>> {
+    vec(1..=8usize, 1..=4)
+}
+
+/// One batch after another: the store must do exactly what the Model does,
+/// event by event, row by row.
+#[test]
+fn sequential_batches_match_the_model() {
+    let test_db = TestDb::new("seq");
+    let config = ProptestConfig::with_cases(cases());
+    proptest!(config, |((_, _, delivered) in scenario(2), sizes in sizes())| {
+        test_db.reset();
+        let (model, expected) = model_of(&delivered);
+        let (outcomes, db) = test_db.runtime.block_on(async {
+            let mut outcomes = Vec::new();
+            for batch in batches(&delivered, &sizes) {
+                outcomes.extend(process(&test_db.pool, &batch).await);
+            }
+            (outcomes, stored(&test_db.pool).await)
+        });
+        prop_assert_eq!(outcomes, expected);
+        prop_assert_eq!(&db.orders, model.orders());
+        let transitions: Vec<_> = model
+            .transitions()
+            .iter()
+            .map(|r| (r.order_id.clone(), r.transition, r.event_id.clone()))
+            .collect();
+        prop_assert_eq!(db.transitions, transitions);
+        prop_assert_eq!(db.parked, parked_of(&model));
+        prop_assert_eq!(db.outbox, outbox_of(&model));
+        let processed: BTreeMap<String, (String, Option<String>)> = model
+            .processed()
+            .iter()
+            .map(|(id, (outcome, order))| (id.clone(), (outcome.label().to_owned(), order.clone())))
+            .collect();
+        prop_assert_eq!(db.processed, processed);
+    });
+}
+
+/// Batches on several connections at once: whatever order they commit in,
+/// what does not depend on arrival order must equal the Model's.
+#[test]
+fn concurrent_batches_converge_with_the_model() {
+    let test_db = TestDb::new("conc");
+    let config = ProptestConfig::with_cases(cases());
+    proptest!(config, |((specs, _, delivered) in scenario(2), sizes in sizes(), lanes in 2..=4usize)| {
+        test_db.reset();
+        let (model, _) = model_of(&delivered);
+        let all = batches(&delivered, &sizes);
+        let db = test_db.runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for lane in 0..lanes {
+                let pool = test_db.pool.clone();
+                let mine: Vec<Vec<OrderEvent>> =
+                    all.iter().skip(lane).step_by(lanes).cloned().collect();
+                tasks.push(tokio::spawn(async move {
+                    for batch in mine {
+                        process(&pool, &batch).await;
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("a lane");
+            }
+            stored(&test_db.pool).await
+        });
+        check_converged(&specs, &db, &model)?;
+    });
+}
+
+fn check_converged(specs: &[OrderSpec], db: &Stored, model: &Model) -> Result<(), TestCaseError> {
+    let statuses = |orders: &BTreeMap<String, Order>| -> BTreeMap<String, OrderStatus> {
+        orders
+            .iter()
+            .map(|(id, o)| (id.clone(), o.status))
+            .collect()
+    };
+    prop_assert_eq!(statuses(&db.orders), statuses(model.orders()));
+    for (k, spec) in specs.iter().enumerate() {
+        let order_id = spec.order_id(k);
+        let status = db.orders.get(&order_id).map(|o| o.status);
+        prop_assert_eq!(status, spec.expected_status(k), "order {}", order_id);
+    }
+    let parked: BTreeSet<&String> = db.parked.keys().collect();
+    let model_parked = parked_of(model);
+    prop_assert_eq!(parked, model_parked.keys().collect::<BTreeSet<_>>());
+
+    // The message of each end status and every order.paid do not depend on
+    // arrival order; each message has its transition and vice versa.
+    let end = |outbox: &BTreeMap<String, OrderMessage>, orders: &BTreeMap<String, Order>| {
+        outbox
+            .values()
+            .filter(|m| orders[&m.order_id].status == m.status || m.status == OrderStatus::Paid)
+            .map(|m| m.message_id.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    prop_assert_eq!(
+        end(&db.outbox, &db.orders),
+        end(&outbox_of(model), model.orders())
+    );
+    let from_transitions: BTreeSet<String> = db
+        .transitions
+        .iter()
+        .map(|(order, t, _)| OrderMessage::message_id(order, t.to))
+        .collect();
+    prop_assert_eq!(
+        from_transitions,
+        db.outbox.keys().cloned().collect::<BTreeSet<_>>()
+    );
+    let unfinished: Vec<&String> = db
+        .processed
+        .iter()
+        .filter(|(_, (outcome, _))| outcome == "processing")
+        .map(|(id, _)| id)
+        .collect();
+    prop_assert!(unfinished.is_empty(), "still processing: {:?}", unfinished);
+    let ids: BTreeSet<&String> = db.processed.keys().collect();
+    prop_assert_eq!(ids, model.processed().keys().collect::<BTreeSet<_>>());
+    Ok(())
+}
