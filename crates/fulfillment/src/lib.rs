@@ -3,9 +3,12 @@
 //! `fulfillment-core`; this crate loads, stores, publishes and serves. A
 //! library so that tests can drive the store against a real database.
 
+pub mod backoff;
 pub mod broker;
 pub mod budget;
 pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod db;
 pub mod dead_letters;
 pub mod dlq;
@@ -18,7 +21,9 @@ pub mod relay;
 pub mod retry;
 pub mod send_event;
 pub mod shutdown;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod time_fmt;
 pub mod topology;
 pub mod upkeep;

@@ -52,11 +52,16 @@ pub enum Next {
 }
 
 impl RetryPolicy {
-    /// Parses `"1s,10s,1m,5m"` (units `ms`, `s`, `m`, `h`).
+    /// Parses `"1s,10s,1m,5m"` (units `ms`, `s`, `m`, `h`, `d`).
     pub fn parse(spec: &str) -> Result<RetryPolicy, String> {
         let mut delays = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            delays.push(parse_duration(part)?);
+            // The one duration syntax of every setting (`config`).
+            let delay = fulfillment_core::upkeep::parse_duration(part)?;
+            if delay.is_zero() {
+                return Err(format!("{part:?}: must be positive"));
+            }
+            delays.push(delay);
         }
         if delays.windows(2).any(|w| w[0] >= w[1]) {
             return Err("delays must grow".into());
@@ -90,25 +95,6 @@ impl RetryPolicy {
             None => Next::DeadLetter(DeadLetterKind::Exhausted),
         }
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h)"))?;
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{s:?}: not a number"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit (ms, s, m, h)")),
-    };
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(d)
 }
 
 /// The tier's queue name says its delay, so changing the delays creates new

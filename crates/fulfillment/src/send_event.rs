@@ -46,7 +46,8 @@ pub async fn run(cmd: SendEventCmd) -> anyhow::Result<()> {
     }
     let secrets = cmd
         .secret
-        .as_deref()
+        .as_ref()
+        .map(crate::config::Secret::expose)
         .context("STRIPE_WEBHOOK_SECRET (or --secret) is required to sign the event")?;
     let secret = secrets
         .split(',')
