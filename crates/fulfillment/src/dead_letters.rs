@@ -26,10 +26,10 @@ use time::format_description::well_known::Rfc3339;
 use tracing::{debug, info, warn};
 
 use crate::broker::BrokerLink;
+use crate::failure::headers;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use crate::topology::DEAD_LETTER_QUEUE;
-use crate::worker::{header_int, header_str, headers};
 
 /// Set by quorum queues on a redelivery; not part of what was dead-lettered.
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -74,14 +74,14 @@ impl DeadLetter {
         let p = &properties;
         let text = |v: Option<&ShortString>| v.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let when =
-            |name| header_str(p, name).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok());
+            |name| headers::text(p, name).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok());
         DeadLetter {
             fingerprint: fingerprint(p, body),
             event_id: text(p.message_id().as_ref()),
             event_type: text(p.kind().as_ref()),
-            error: header_str(p, headers::ERROR).unwrap_or_else(|| "-".into()),
-            kind: header_str(p, headers::ERROR_KIND).unwrap_or_else(|| "-".into()),
-            attempts: header_int(p, headers::ATTEMPTS),
+            error: headers::text(p, headers::ERROR).unwrap_or_else(|| "-".into()),
+            kind: headers::text(p, headers::ERROR_KIND).unwrap_or_else(|| "-".into()),
+            attempts: headers::int(p, headers::ATTEMPTS),
             first_failure_at: when(headers::FIRST_FAILURE_AT),
             last_failure_at: when(headers::LAST_FAILURE_AT),
             body: body.to_vec(),

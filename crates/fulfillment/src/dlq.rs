@@ -19,10 +19,10 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::clock::now_rfc3339;
 use crate::dead_letters::{self, Row};
-use crate::time_fmt::now_rfc3339;
+use crate::failure::headers;
 use crate::topology::{DEAD_LETTER_QUEUE, WORK_QUEUE};
-use crate::worker::headers;
 
 fn age(letter_at: Option<OffsetDateTime>) -> String {
     letter_at
@@ -181,7 +181,7 @@ pub async fn show(pool: &PgPool, event_id: &str, out: &mut impl Write) -> anyhow
 fn replay_properties(row: &Row) -> lapin::BasicProperties {
     let props = row.letter.properties.clone();
     let mut table = props.headers().clone().unwrap_or_default();
-    if row.letter.kind != crate::retry::DeadLetterKind::Permanent.label() {
+    if row.letter.kind != crate::failure::DeadLetterKind::Permanent.label() {
         table.insert(
             ShortString::from(headers::ATTEMPTS),
             AMQPValue::LongLongInt(0),

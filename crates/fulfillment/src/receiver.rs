@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderValue};
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::broker::{Outgoing, Publisher};
 use crate::budget::{BodyBudget, Reservation};
+use crate::clock::unix_now;
 use crate::http::{Body, json, text};
 use crate::metrics as m;
 use crate::topology::{EVENTS_EXCHANGE, is_handled};
@@ -395,13 +396,6 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
         .headers_mut()
         .insert("allow", HeaderValue::from_static(allow));
     response
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Logs at most one line per `every`, carrying how many events it stands for.
