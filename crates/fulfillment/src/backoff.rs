@@ -1,12 +1,12 @@
 //! The one home of retry timing for services that are down: every backoff
-//! grows from a short first delay to at most [`MAX_DELAY`], so a service
-//! coming back is noticed within seconds, and none spins.
+//! grows from a short first delay to a few seconds at most, so a service
+//! coming back is noticed soon, and none spins.
 
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
 
-/// The longest wait between two attempts, everywhere.
+/// The longest wait between two connection attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 
 fn growing_from(first: Duration) -> ExponentialBuilder {
@@ -34,5 +34,17 @@ pub fn database_connect() -> ExponentialBuilder {
 pub fn reconnect() -> ExponentialBuilder {
     growing_from(Duration::from_millis(100))
         .with_jitter()
+        .without_max_times()
+}
+
+/// The longest wait while holding a message the database would not store.
+pub const HOLD_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Holding a message until the database stores it (the dead-letter mover):
+/// doubling from 200ms, never giving up (the message must not be lost).
+pub fn holding() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(HOLD_MAX_DELAY)
         .without_max_times()
 }
