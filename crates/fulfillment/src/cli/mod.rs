@@ -135,3 +135,29 @@ pub struct ShutdownArgs {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_default_passes_its_own_validation() {
+        // Defaults go through the value parsers too: a default that fails
+        // its own check would make the bare command unusable.
+        let cli = Cli::try_parse_from(["fulfillment", "serve"]).expect("defaults parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve");
+        };
+        // (The environment may override a default; these hold either way.)
+        assert!(!args.worker.parked_ttl.is_zero());
+        assert!(args.receiver.max_inflight_body_bytes > 0);
+        let shown = format!("{:?}", args.amqp);
+        assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
+    }
+}
