@@ -66,6 +66,22 @@ pub fn on_failure(
     original.clone().with_headers(table).with_delivery_mode(2)
 }
 
+/// The properties of a replayed dead letter, stamped with the replay time
+/// (`now`, RFC 3339). A transient failure gets a fresh retry budget; a
+/// permanent one keeps its attempts, so the history shows every time it was
+/// tried (it goes straight back to the DLQ if it fails the same way).
+pub fn on_replay(stored: &BasicProperties, permanent: bool, now: &str) -> BasicProperties {
+    let mut table = stored.headers().clone().unwrap_or_default();
+    if !permanent {
+        table.insert(ShortString::from(ATTEMPTS), AMQPValue::LongLongInt(0));
+    }
+    table.insert(
+        ShortString::from(REPLAYED_AT),
+        AMQPValue::LongString(now.into()),
+    );
+    stored.clone().with_headers(table).with_delivery_mode(2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +106,15 @@ mod tests {
             int(&BasicProperties::default().with_headers(table), ATTEMPTS),
             0
         );
+    }
+
+    #[test]
+    fn a_replay_resets_the_budget_of_a_transient_failure_only() {
+        let failed = on_failure(&BasicProperties::default(), 5, "boom", "exhausted", "T1");
+        let transient = on_replay(&failed, false, "T2");
+        assert_eq!(int(&transient, ATTEMPTS), 0);
+        assert_eq!(text(&transient, REPLAYED_AT).as_deref(), Some("T2"));
+        let permanent = on_replay(&failed, true, "T2");
+        assert_eq!(int(&permanent, ATTEMPTS), 5);
     }
 }
