@@ -106,11 +106,7 @@ impl BrokerLink {
 const HEALTH_POLL: Duration = Duration::from_millis(250);
 
 fn reconnect_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
+    crate::backoff::reconnect()
 }
 
 async fn supervise(

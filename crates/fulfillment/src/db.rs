@@ -4,12 +4,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing::{info, warn};
-
-use crate::retry::Failure;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -78,11 +76,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .with_max_times(8);
+    let backoff = crate::backoff::database_connect();
     connect
         .retry(backoff)
         .when(is_transient)
@@ -121,74 +115,4 @@ pub fn is_conflict(e: &sqlx::Error) -> bool {
         e.as_database_error().and_then(|d| d.code()).as_deref(),
         Some("40001" | "40P01")
     )
-}
-
-/// Whether an error that is neither an outage nor a conflict can be fixed by
-/// retrying the event later. The one place that classifies database errors
-/// for routing (`RetryPolicy::route` then decides tier or DLQ).
-pub fn failure(e: &sqlx::Error) -> Failure {
-    match e {
-        // A value sqlx could not even encode: the event's data is at fault.
-        sqlx::Error::Encode(_) => Failure::Permanent,
-        sqlx::Error::Database(d) => d
-            .code()
-            .map_or(Failure::Transient, |c| failure_of_sqlstate(&c)),
-        _ => Failure::Transient,
-    }
-}
-
-/// SQLSTATE classes no retry can fix, because the data itself is refused:
-/// 22 (data exception: a NUL byte in text is 22021, a number out of range
-/// 22003) and 54 (program limit exceeded: an index row too large is 54000).
-/// Everything else is worth the delay tiers: a constraint another event may
-/// satisfy, a trigger, a lock timeout, a bug fixed by a deploy.
-pub fn failure_of_sqlstate(code: &str) -> Failure {
-    if code.starts_with("22") || code.starts_with("54") {
-        Failure::Permanent
-    } else {
-        Failure::Transient
-    }
-}
-
-/// An error for the `x-error` header: the database's own message (which
-/// names the problem, e.g. `invalid byte sequence for encoding "UTF8":
-/// 0x00`) and its SQLSTATE, so an operator can look it up.
-pub fn describe(e: &sqlx::Error) -> String {
-    match e.as_database_error() {
-        Some(d) => match d.code() {
-            Some(code) => format!("{} (SQLSTATE {code})", d.message()),
-            None => d.message().to_owned(),
-        },
-        None => e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_the_database_refuses_is_permanent() {
-        for code in ["22021", "22001", "22003", "22P02", "54000", "54001"] {
-            assert_eq!(failure_of_sqlstate(code), Failure::Permanent, "{code}");
-        }
-    }
-
-    #[test]
-    fn everything_else_is_worth_retrying() {
-        // P0001 raise_exception (a trigger), 23505 unique violation, 40001
-        // serialization failure, 57014 query canceled, 55P03 lock not available.
-        for code in [
-            "P0001", "23505", "40001", "57014", "55P03", "08006", "42P01",
-        ] {
-            assert_eq!(failure_of_sqlstate(code), Failure::Transient, "{code}");
-        }
-    }
-
-    #[test]
-    fn an_unencodable_value_is_permanent_and_an_outage_is_not() {
-        let encode = sqlx::Error::Encode("bad".into());
-        assert_eq!(failure(&encode), Failure::Permanent);
-        assert_eq!(failure(&sqlx::Error::PoolTimedOut), Failure::Transient);
-    }
 }

@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::clock::now_rfc3339;
 use crate::dead_letters::{self, Row};
-use crate::time_fmt::now_rfc3339;
+use crate::failure::{DeadLetterKind, headers};
 use crate::topology::{DEAD_LETTER_QUEUE, WORK_QUEUE};
-use crate::worker::headers;
 
 fn age(letter_at: Option<OffsetDateTime>) -> String {
     letter_at
@@ -175,23 +175,10 @@ pub async fn show(pool: &PgPool, event_id: &str, out: &mut impl Write) -> anyhow
 }
 
 /// The properties a replay publishes: the stored ones, stamped with the
-/// replay time. A transient failure gets a fresh retry budget; a permanent
-/// one keeps its attempts, so the history shows every time it was tried
-/// (it goes straight back to the DLQ if it fails the same way).
+/// replay time (`failure::headers::on_replay`).
 fn replay_properties(row: &Row) -> lapin::BasicProperties {
-    let props = row.letter.properties.clone();
-    let mut table = props.headers().clone().unwrap_or_default();
-    if row.letter.kind != crate::retry::DeadLetterKind::Permanent.label() {
-        table.insert(
-            ShortString::from(headers::ATTEMPTS),
-            AMQPValue::LongLongInt(0),
-        );
-    }
-    table.insert(
-        ShortString::from(headers::REPLAYED_AT),
-        AMQPValue::LongString(now_rfc3339().into()),
-    );
-    props.with_headers(table).with_delivery_mode(2)
+    let permanent = row.letter.kind == DeadLetterKind::Permanent.label();
+    headers::on_replay(&row.letter.properties, permanent, &now_rfc3339())
 }
 
 /// Replays the dead letters of `ids` (all when None); returns how many.

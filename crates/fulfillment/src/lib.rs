@@ -3,12 +3,17 @@
 //! `fulfillment-core`; this crate loads, stores, publishes and serves. A
 //! library so that tests can drive the store against a real database.
 
+pub mod backoff;
 pub mod broker;
 pub mod budget;
 pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
 pub mod db;
 pub mod dead_letters;
 pub mod dlq;
+pub mod failure;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -18,8 +23,9 @@ pub mod relay;
 pub mod retry;
 pub mod send_event;
 pub mod shutdown;
+pub mod startup;
 pub mod store;
-pub mod time_fmt;
+pub mod telemetry;
 pub mod topology;
 pub mod upkeep;
 pub mod worker;

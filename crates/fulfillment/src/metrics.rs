@@ -166,3 +166,48 @@ fn describe() {
         "Deliveries a worker took together into one batch"
     );
 }
+
+/// `/metrics`, `/healthz` and `/readyz` on `METRICS_ADDR`: a listener with
+/// connection slots of its own, so webhook traffic holding every
+/// `MAX_CONNECTIONS` slot cannot make the probes fail.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    ready: crate::receiver::Readiness,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let limits = crate::http::Limits {
+        max_connections: 64,
+        header_read_timeout: std::time::Duration::from_secs(5),
+        shutdown_grace: std::time::Duration::from_secs(1),
+    };
+    let handle = std::sync::Arc::new(handle);
+    crate::http::serve(
+        listener,
+        "metrics",
+        move |req| {
+            let handle = handle.clone();
+            let ready = ready.clone();
+            async move {
+                if let Some(response) = crate::receiver::health(&req, &ready) {
+                    response
+                } else if req.uri().path() == "/metrics" {
+                    let mut response = crate::http::text(200, "");
+                    *response.body_mut() = http_body_util::Full::new(handle.render().into());
+                    response.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static(
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        ),
+                    );
+                    response
+                } else {
+                    crate::http::text(404, "not found\n")
+                }
+            }
+        },
+        limits,
+        shutdown,
+    )
+    .await;
+}

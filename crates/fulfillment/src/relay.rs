@@ -7,7 +7,7 @@
 //! between confirm and commit republishes the row: with the same
 //! `message_id`, which downstream consumers deduplicate on.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use lapin::BasicProperties;
@@ -143,10 +143,7 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 }
 
 fn properties(message_id: &str, routing_key: &str) -> BasicProperties {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_now() as u64;
     // The core keeps every message id within the short-string limit (long
     // order ids are hashed), so the property always equals the body's. Only a
     // row written by a version before that could be longer: cut it rather

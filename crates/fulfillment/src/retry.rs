@@ -1,6 +1,7 @@
 //! Delayed retries: one queue per delay tier, each with a queue-level TTL that
 //! dead-letters back to the work queue. Per-message TTLs would get stuck
-//! behind longer ones in the same queue; a queue per tier cannot.
+//! behind longer ones in the same queue; a queue per tier cannot. Which
+//! tier a failed message goes to is decided by `failure::route`.
 
 use std::time::Duration;
 
@@ -11,52 +12,17 @@ pub struct RetryPolicy {
     delays: Vec<Duration>,
 }
 
-/// Whether trying again can help: the one distinction routing needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Something outside the event (a bug since fixed, a trigger, a
-    /// constraint another event will satisfy): worth the delay tiers.
-    Transient,
-    /// The event itself cannot be processed as it is (unparseable, data
-    /// PostgreSQL cannot store): every retry would fail the same way.
-    Permanent,
-}
-
-/// Why a message went to the DLQ; the `x-error-kind` header and the
-/// `kind` label of `fulfillment_dead_letters_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterKind {
-    /// Failed in a way no retry can fix; sent at once.
-    Permanent,
-    /// Failed transiently on every tier.
-    Exhausted,
-}
-
-impl DeadLetterKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            DeadLetterKind::Permanent => "permanent",
-            DeadLetterKind::Exhausted => "exhausted",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Wait in this tier, then try again.
-    Retry {
-        tier: usize,
-        delay: Duration,
-    },
-    DeadLetter(DeadLetterKind),
-}
-
 impl RetryPolicy {
-    /// Parses `"1s,10s,1m,5m"` (units `ms`, `s`, `m`, `h`).
+    /// Parses `"1s,10s,1m,5m"` (units `ms`, `s`, `m`, `h`, `d`).
     pub fn parse(spec: &str) -> Result<RetryPolicy, String> {
         let mut delays = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            delays.push(parse_duration(part)?);
+            // The one duration syntax of every setting (`config`).
+            let delay = fulfillment_core::upkeep::parse_duration(part)?;
+            if delay.is_zero() {
+                return Err(format!("{part:?}: must be positive"));
+            }
+            delays.push(delay);
         }
         if delays.windows(2).any(|w| w[0] >= w[1]) {
             return Err("delays must grow".into());
@@ -72,43 +38,6 @@ impl RetryPolicy {
     pub fn max_attempts(&self) -> u32 {
         self.delays.len() as u32 + 1
     }
-
-    /// Where a message goes after its `failures`-th failure (1-based),
-    /// given what kind of failure it was. The only place that decides
-    /// between a delay tier and the DLQ.
-    pub fn route(&self, failures: u32, failure: Failure) -> Next {
-        if failure == Failure::Permanent {
-            // Whatever the attempt count (a replayed permanent failure
-            // included): the tiers would only delay the same answer.
-            return Next::DeadLetter(DeadLetterKind::Permanent);
-        }
-        match self.delays.get(failures.saturating_sub(1) as usize) {
-            Some(&delay) => Next::Retry {
-                tier: failures as usize - 1,
-                delay,
-            },
-            None => Next::DeadLetter(DeadLetterKind::Exhausted),
-        }
-    }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h)"))?;
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{s:?}: not a number"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit (ms, s, m, h)")),
-    };
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(d)
 }
 
 /// The tier's queue name says its delay, so changing the delays creates new
@@ -130,53 +59,6 @@ pub fn queue_name(delay: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_and_routes_failures_through_the_tiers() {
-        let p = RetryPolicy::parse("1s, 10s,1m,5m").unwrap();
-        assert_eq!(p.max_attempts(), 5);
-        let t = Failure::Transient;
-        assert_eq!(
-            p.route(1, t),
-            Next::Retry {
-                tier: 0,
-                delay: Duration::from_secs(1)
-            }
-        );
-        assert_eq!(
-            p.route(4, t),
-            Next::Retry {
-                tier: 3,
-                delay: Duration::from_secs(300)
-            }
-        );
-        let exhausted = Next::DeadLetter(DeadLetterKind::Exhausted);
-        assert_eq!(p.route(5, t), exhausted);
-        assert_eq!(p.route(500, t), exhausted);
-    }
-
-    #[test]
-    fn permanent_failures_skip_the_tiers_on_every_attempt() {
-        let p = RetryPolicy::parse("1s,10s,1m,5m").unwrap();
-        // 1: first delivery; 2: a replayed permanent failure (its attempts
-        // are kept); 0: a header-less message.
-        for failures in [0, 1, 2, 5, 500] {
-            assert_eq!(
-                p.route(failures, Failure::Permanent),
-                Next::DeadLetter(DeadLetterKind::Permanent),
-                "{failures}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_tiers_means_dead_letter_at_once() {
-        let p = RetryPolicy::parse("").unwrap();
-        assert_eq!(
-            p.route(1, Failure::Transient),
-            Next::DeadLetter(DeadLetterKind::Exhausted)
-        );
-    }
 
     #[test]
     fn rejects_bad_specs() {

@@ -1,7 +1,7 @@
 //! `fulfillment send-event TYPE`: the `stripe trigger` of this project. Builds
 //! a realistic event, signs it like Stripe does and POSTs it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -14,8 +14,8 @@ use fulfillment_core::sample::{SAMPLE_TYPES, SampleSpec, event};
 use crate::cli::SendEventCmd;
 
 pub async fn run(cmd: SendEventCmd) -> anyhow::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-    let unique = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() % 1_000_000_000_000;
+    let now = crate::clock::unix_now();
+    let unique = crate::clock::unix_now_nanos() % 1_000_000_000_000;
     let order_id = cmd.order.clone().unwrap_or_else(|| format!("ord_{unique}"));
     let event_id = cmd
         .event_id
@@ -46,7 +46,8 @@ pub async fn run(cmd: SendEventCmd) -> anyhow::Result<()> {
     }
     let secrets = cmd
         .secret
-        .as_deref()
+        .as_ref()
+        .map(crate::config::Secret::expose)
         .context("STRIPE_WEBHOOK_SECRET (or --secret) is required to sign the event")?;
     let secret = secrets
         .split(',')

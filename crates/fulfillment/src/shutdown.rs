@@ -59,3 +59,31 @@ impl Signals {
         }
     }
 }
+
+/// Returns (draining, stopping). On the first SIGTERM/SIGINT readiness
+/// fails at once while both listeners keep serving for `drain`; then the
+/// listeners stop accepting and in-flight work gets `SHUTDOWN_GRACE_SECS`.
+pub fn on_signals(drain: std::time::Duration) -> (Shutdown, Shutdown) {
+    let (drain_trigger, draining) = channel();
+    let (stop_trigger, stopping) = channel();
+    let mut signals = Signals::install();
+    tokio::spawn(async move {
+        signals.next().await;
+        drain_trigger.trigger();
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_secs = drain.as_secs(),
+                "draining: /readyz answers 503, still serving"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                _ = signals.next() => tracing::info!("second signal: drain cut short"),
+            }
+        }
+        stop_trigger.trigger();
+        // Dropping a trigger also wakes its waiters; keep both until exit.
+        std::future::pending::<()>().await;
+        drop((drain_trigger, stop_trigger));
+    });
+    (draining, stopping)
+}

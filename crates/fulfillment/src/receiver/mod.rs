@@ -7,13 +7,10 @@
 //! after the broker's ack.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use lapin::BasicProperties;
@@ -21,15 +18,24 @@ use lapin::types::ShortString;
 use stripe_webhook_signature::{Verifier, VerifyError, parse_header};
 use tracing::{debug, warn};
 
+mod body;
+mod rejection;
+mod throttle;
+
+pub use throttle::ThrottledLog;
+
+use rejection::{Outcome, Rejection, rejection_response};
+
 use crate::broker::{Outgoing, Publisher};
-use crate::budget::{BodyBudget, Reservation};
+use crate::budget::BodyBudget;
+use crate::clock::unix_now;
 use crate::http::{Body, json, text};
 use crate::metrics as m;
 use crate::topology::{EVENTS_EXCHANGE, is_handled};
 
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 /// Seconds Stripe (or any client) is asked to wait when we cannot accept.
-const RETRY_AFTER_SECS: &str = "5";
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
 const MAX_AMQP_SHORT_STRING: usize = 255;
 
 pub struct Receiver {
@@ -73,60 +79,6 @@ pub fn health<B>(req: &Request<B>, ready: &Readiness) -> Option<Response<Body>> 
         _ => return None,
     };
     Some(response)
-}
-
-/// What happened to one webhook POST; the label is the metric's `outcome`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Accepted,
-    BadSignature,
-    BadRequest,
-    TooLarge,
-    Unavailable,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::BadSignature => "bad_signature",
-            Outcome::BadRequest => "bad_request",
-            Outcome::TooLarge => "too_large",
-            Outcome::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// A rejected request: its outcome, HTTP status and a short reason that is
-/// safe to show the caller and to log (never a secret or a signature).
-struct Rejection {
-    outcome: Outcome,
-    status: StatusCode,
-    reason: String,
-    event_id: Option<String>,
-    /// The body was not (wholly) read, so the connection cannot be reused.
-    close: bool,
-    /// Shed for lack of budget: logged in aggregate, never once per request,
-    /// so whoever floods us cannot flood the logs too.
-    shed: bool,
-}
-
-impl Rejection {
-    fn new(outcome: Outcome, status: StatusCode, reason: impl Into<String>) -> Self {
-        Rejection {
-            outcome,
-            status,
-            reason: reason.into(),
-            event_id: None,
-            close: false,
-            shed: false,
-        }
-    }
-
-    fn closing(mut self) -> Self {
-        self.close = true;
-        self
-    }
 }
 
 impl Receiver {
@@ -202,21 +154,6 @@ impl Receiver {
         Ok(envelope.id)
     }
 
-    /// The declared `Content-Length` (hyper has already refused a malformed
-    /// one), refused with 413 when over `MAX_BODY_BYTES`.
-    fn check_declared_length(&self, req: &Request<Incoming>) -> Result<Option<usize>, Rejection> {
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        match declared {
-            Some(len) if len > self.max_body_bytes as u64 => Err(too_large(self.max_body_bytes)),
-            Some(len) => Ok(Some(len as usize)),
-            None => Ok(None),
-        }
-    }
-
     /// What can be judged without the body: the header's grammar and its
     /// timestamp. A stranger's junk header or a replay outside the tolerance
     /// costs us no body buffer. Same answer (400) as after reading.
@@ -234,69 +171,6 @@ impl Receiver {
             return Err(bad(VerifyError::TimestampOutOfTolerance));
         }
         Ok(())
-    }
-
-    /// Holds the declared length up front (chunked bodies grow their
-    /// reservation as frames arrive). Never waits: no room is a 503 now.
-    fn reserve(&self, declared: Option<usize>) -> Result<Reservation, Rejection> {
-        let mut reservation = self.body_budget.reservation();
-        reservation
-            .grow(declared.unwrap_or(0))
-            .map_err(|_| shed())?;
-        Ok(reservation)
-    }
-
-    async fn read_body(
-        &self,
-        req: Request<Incoming>,
-        declared: Option<usize>,
-        reservation: &mut Reservation,
-    ) -> Result<Bytes, Rejection> {
-        let read = self.read_frames(req.into_body(), declared, reservation);
-        match tokio::time::timeout(self.body_read_timeout, read).await {
-            Err(_) => Err(Rejection::new(
-                Outcome::BadRequest,
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time",
-            )
-            .closing()),
-            Ok(result) => result,
-        }
-    }
-
-    /// Copies frames into one buffer sized by the declared length, so the
-    /// memory held is what the reservation says (no second copy at the end).
-    async fn read_frames(
-        &self,
-        mut body: Incoming,
-        declared: Option<usize>,
-        reservation: &mut Reservation,
-    ) -> Result<Bytes, Rejection> {
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                Rejection::new(
-                    Outcome::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {e}"),
-                )
-                .closing()
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers carry nothing we use
-            };
-            let total = buf.len() + data.len();
-            if total > self.max_body_bytes {
-                return Err(too_large(self.max_body_bytes));
-            }
-            if total > reservation.held() {
-                reservation
-                    .grow(total - reservation.held())
-                    .map_err(|_| shed())?;
-            }
-            buf.extend_from_slice(&data);
-        }
-        Ok(buf.freeze())
     }
 
     async fn publish(&self, id: &str, event_type: &str, body: &[u8]) -> Result<(), Rejection> {
@@ -352,119 +226,10 @@ fn check_amqp_names(id: &str, event_type: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// No room in the body budget: the same answer as a broker outage (503,
-/// `Retry-After`), so Stripe retries; the body is never read.
-fn shed() -> Rejection {
-    let mut r = Rejection::new(
-        Outcome::Unavailable,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too many request bodies in flight, retry later",
-    )
-    .closing();
-    r.shed = true;
-    r
-}
-
-fn too_large(limit: usize) -> Rejection {
-    // The rest of an oversized body is never read.
-    Rejection::new(
-        Outcome::TooLarge,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("body larger than {limit} bytes"),
-    )
-    .closing()
-}
-
-fn rejection_response(r: &Rejection) -> Response<Body> {
-    let body = serde_json::json!({ "error": r.outcome.label(), "reason": r.reason }).to_string();
-    let mut response = json(r.status.as_u16(), body);
-    let headers = response.headers_mut();
-    if r.outcome == Outcome::Unavailable {
-        headers.insert("retry-after", HeaderValue::from_static(RETRY_AFTER_SECS));
-    }
-    // A body not wholly read leaves the connection mid-request: not reusable.
-    if r.close {
-        headers.insert("connection", HeaderValue::from_static("close"));
-    }
-    response
-}
-
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = text(405, "method not allowed\n");
     response
         .headers_mut()
         .insert("allow", HeaderValue::from_static(allow));
     response
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Logs at most one line per `every`, carrying how many events it stands for.
-pub struct ThrottledLog {
-    every: Duration,
-    started: Instant,
-    /// Milliseconds since `started` when the last line was written, plus one
-    /// (0 = never).
-    last_ms: AtomicU64,
-    pending: AtomicU64,
-}
-
-impl ThrottledLog {
-    pub fn new(every: Duration) -> ThrottledLog {
-        ThrottledLog {
-            every,
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one event; calls `log` with the count since the last line when
-    /// a line is due.
-    pub fn note(&self, log: impl FnOnce(u64)) {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= self.every.as_millis() as u64;
-        // Only the caller that wins the swap writes the line.
-        if due
-            && self
-                .last_ms
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            log(self.pending.swap(0, Ordering::AcqRel));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttled_log_writes_one_line_per_period_with_the_count() {
-        let log = ThrottledLog::new(Duration::from_secs(3600));
-        let mut lines = Vec::new();
-        for _ in 0..1000 {
-            log.note(|n| lines.push(n));
-        }
-        assert_eq!(
-            lines,
-            vec![1],
-            "the first event is logged at once, the rest wait"
-        );
-
-        let log = ThrottledLog::new(Duration::ZERO);
-        let mut lines = Vec::new();
-        log.note(|n| lines.push(n));
-        std::thread::sleep(Duration::from_millis(2));
-        log.note(|n| lines.push(n));
-        assert_eq!(lines, vec![1, 1]);
-    }
 }

@@ -1,23 +1,12 @@
-//! `fulfillment orders show` and `fulfillment events show`: the story of one
-//! order or one event, read from PostgreSQL in one read-only transaction (a
-//! consistent snapshot that can change nothing).
+//! `orders show`: an order's row, every event recorded for it with its
+//! outcome, its transitions, its outbox messages and its parked events.
 
 use std::io::Write;
 
-use anyhow::Context;
 use serde::Serialize;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 
-/// Timestamps as RFC 3339 UTC text, computed by the database.
-macro_rules! ts {
-    ($col:literal) => {
-        concat!(
-            "to_char(",
-            $col,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-        )
-    };
-}
+use super::{ParkedLine, opt, parked_line, read_only};
 
 #[derive(Debug, Serialize)]
 pub struct OrderStory {
@@ -70,55 +59,6 @@ pub struct MessageLine {
     pub published_at: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct ParkedLine {
-    pub event_id: String,
-    pub event_type: String,
-    pub payment_intent_id: String,
-    pub parked_at: String,
-    /// Set once PARKED_TTL passed with no session claiming it.
-    pub expired_at: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EventStory {
-    pub event_id: String,
-    pub event_type: String,
-    pub outcome: String,
-    pub order_id: Option<String>,
-    pub received_at: Option<String>,
-    pub processed_at: String,
-    pub parked: Option<ParkedLine>,
-    /// The body as JSON when it is JSON (for `--json`).
-    pub body: Option<serde_json::Value>,
-    /// The raw body when it is not JSON, or not stored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body_raw: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    event_type: String,
-    outcome: String,
-    order_id: Option<String>,
-    received_at: Option<String>,
-    processed_at: String,
-    body: Option<Vec<u8>>,
-}
-
-async fn read_only(database_url: &str) -> anyhow::Result<PgConnection> {
-    let options = crate::db::options(database_url)?;
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .context("connecting to the database (DATABASE_URL)")?;
-    sqlx::query(
-        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-    )
-    .execute(&mut conn)
-    .await?;
-    Ok(conn)
 }
 
 /// None when there is no such order.
@@ -194,79 +134,6 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     }))
 }
 
-/// None when no such event was ever recorded (or its record has passed
-/// RETENTION_DAYS).
-pub async fn event_story(database_url: &str, event_id: &str) -> anyhow::Result<Option<EventStory>> {
-    let mut conn = read_only(database_url).await?;
-    let mut tx = conn.begin().await?;
-    let row: Option<EventRow> = sqlx::query_as(concat!(
-        "SELECT event_type, outcome, order_id, ",
-        ts!("received_at"),
-        " AS received_at, ",
-        ts!("processed_at"),
-        " AS processed_at, body FROM processed_events WHERE event_id = $1"
-    ))
-    .bind(event_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(EventRow {
-        event_type,
-        outcome,
-        order_id,
-        received_at,
-        processed_at,
-        body,
-    }) = row
-    else {
-        return Ok(None);
-    };
-    let parked: Option<ParkedLine> = sqlx::query_as(concat!(
-        "SELECT event_id, event_type, payment_intent_id, ",
-        ts!("parked_at"),
-        " AS parked_at, ",
-        ts!("expired_at"),
-        " AS expired_at FROM parked_events WHERE event_id = $1"
-    ))
-    .bind(event_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    // A parked event's body is also kept with it (and was before bodies
-    // were stored with the dedup record).
-    let body = match body {
-        Some(b) => Some(b),
-        None if parked.is_some() => {
-            sqlx::query_scalar("SELECT body FROM parked_events WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-        None => None,
-    };
-    tx.rollback().await.ok();
-    let (json, raw) = match body {
-        Some(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(v) => (Some(v), None),
-            Err(_) => (None, Some(String::from_utf8_lossy(&bytes).into_owned())),
-        },
-        None => (None, None),
-    };
-    Ok(Some(EventStory {
-        event_id: event_id.to_owned(),
-        event_type,
-        outcome,
-        order_id,
-        received_at,
-        processed_at,
-        parked,
-        body: json,
-        body_raw: raw,
-    }))
-}
-
-fn opt(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("-")
-}
-
 pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "order {}", o.order.order_id)?;
     writeln!(out, "  status:            {}", o.order.status)?;
@@ -340,39 +207,6 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
         for p in &o.parked {
             writeln!(out, "  {}", parked_line(p))?;
         }
-    }
-    Ok(())
-}
-
-fn parked_line(p: &ParkedLine) -> String {
-    let expired = match &p.expired_at {
-        Some(at) => format!("  EXPIRED {at} (PARKED_TTL passed, no session claimed it)"),
-        None => String::new(),
-    };
-    format!(
-        "{}  parked {}  {}  {}{expired}",
-        p.event_id, p.parked_at, p.event_type, p.payment_intent_id
-    )
-}
-
-pub fn print_event(e: &EventStory, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(out, "event {}", e.event_id)?;
-    writeln!(out, "  type:       {}", e.event_type)?;
-    writeln!(out, "  outcome:    {}", e.outcome)?;
-    writeln!(out, "  order:      {}", opt(&e.order_id))?;
-    writeln!(out, "  received:   {}", opt(&e.received_at))?;
-    writeln!(out, "  processed:  {}", e.processed_at)?;
-    if let Some(p) = &e.parked {
-        writeln!(out, "  parked:     {}", parked_line(p))?;
-    }
-    writeln!(out, "\nbody:")?;
-    match (&e.body, &e.body_raw) {
-        (Some(json), _) => {
-            let pretty = serde_json::to_string_pretty(json).unwrap_or_default();
-            writeln!(out, "{pretty}")?
-        }
-        (None, Some(raw)) => writeln!(out, "(not JSON; raw)\n{raw}")?,
-        (None, None) => writeln!(out, "(not stored: processed before event bodies were kept)")?,
     }
     Ok(())
 }

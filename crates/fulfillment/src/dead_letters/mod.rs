@@ -10,26 +10,17 @@
 //!
 //! Moving is at-least-once: a message is acked only after its row is
 //! committed; a redelivery (crash in between) finds its fingerprint taken
-//! and is acked without a second row.
+//! and is acked without a second row. This module is the table; `mover`
+//! consumes the queue into it.
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tracing::{debug, info, warn};
 
-use crate::broker::BrokerLink;
-use crate::metrics as m;
-use crate::shutdown::Shutdown;
-use crate::topology::DEAD_LETTER_QUEUE;
-use crate::worker::{header_int, header_str, headers};
+use crate::failure::headers;
 
 /// Set by quorum queues on a redelivery; not part of what was dead-lettered.
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -74,14 +65,14 @@ impl DeadLetter {
         let p = &properties;
         let text = |v: Option<&ShortString>| v.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let when =
-            |name| header_str(p, name).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok());
+            |name| headers::text(p, name).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok());
         DeadLetter {
             fingerprint: fingerprint(p, body),
             event_id: text(p.message_id().as_ref()),
             event_type: text(p.kind().as_ref()),
-            error: header_str(p, headers::ERROR).unwrap_or_else(|| "-".into()),
-            kind: header_str(p, headers::ERROR_KIND).unwrap_or_else(|| "-".into()),
-            attempts: header_int(p, headers::ATTEMPTS),
+            error: headers::text(p, headers::ERROR).unwrap_or_else(|| "-".into()),
+            kind: headers::text(p, headers::ERROR_KIND).unwrap_or_else(|| "-".into()),
+            attempts: headers::int(p, headers::ATTEMPTS),
             first_failure_at: when(headers::FIRST_FAILURE_AT),
             last_failure_at: when(headers::LAST_FAILURE_AT),
             body: body.to_vec(),
@@ -233,97 +224,9 @@ pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// Moves dead letters from the queue into the table, for as long as the
-/// worker role runs. Every replica runs one; the broker gives each message
-/// to one of them.
-pub struct Mover {
-    pub pool: PgPool,
-    pub link: BrokerLink,
-}
+mod mover;
 
-impl Mover {
-    pub async fn run(self, shutdown: Shutdown) {
-        loop {
-            let channel = tokio::select! {
-                c = self.link.wait_up() => c,
-                _ = shutdown.wait() => return,
-            };
-            match self.consume(&channel, &shutdown).await {
-                Ok(()) if shutdown.is_triggered() => return,
-                Ok(()) => info!("dead-letter mover ended; waiting for the broker"),
-                Err(e) => warn!(error = %e, "dead-letter mover failed; waiting for the broker"),
-            }
-            self.link.report_failure();
-            tokio::select! {
-                _ = self.link.closed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
-    }
-
-    async fn consume(&self, channel: &Channel, shutdown: &Shutdown) -> lapin::Result<()> {
-        channel.basic_qos(20, BasicQosOptions::default()).await?;
-        let mut consumer = channel
-            .basic_consume(
-                DEAD_LETTER_QUEUE.into(),
-                ShortString::from(""),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        info!(
-            queue = DEAD_LETTER_QUEUE,
-            "moving dead letters into the dead_letters table"
-        );
-        loop {
-            let delivery = tokio::select! {
-                next = consumer.next() => match next {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => return Err(e),
-                    None => return Ok(()),
-                },
-                _ = shutdown.wait() => return Ok(()),
-            };
-            // Unacked on shutdown: the broker keeps it for the next worker.
-            if self.store(&delivery, shutdown).await {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    // Redelivered later; its fingerprint makes that a no-op.
-                    warn!(error = %e, "dead letter stored but not acked");
-                }
-            } else {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Stores the delivery, waiting out database failures; false only on
-    /// shutdown. The message is held meanwhile (never requeued, which on
-    /// RabbitMQ 4.x would spend its delivery limit).
-    async fn store(&self, delivery: &Delivery, shutdown: &Shutdown) -> bool {
-        let letter = DeadLetter::from_message(&delivery.properties, &delivery.data);
-        let mut pause = Duration::from_millis(200);
-        loop {
-            match insert(&self.pool, &letter).await {
-                Ok(fresh) => {
-                    if fresh {
-                        metrics::counter!(m::DEAD_LETTERS_STORED_TOTAL).increment(1);
-                    }
-                    debug!(event_id = %letter.event_id, fresh, "dead letter stored");
-                    return true;
-                }
-                Err(e) => {
-                    warn!(event_id = %letter.event_id, error = %e, retry_in_ms = pause.as_millis() as u64, "could not store a dead letter; holding it");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.wait() => return false,
-            }
-            pause = (pause * 2).min(Duration::from_secs(10));
-        }
-    }
-}
+pub use mover::Mover;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,163 @@
+//! Command line and environment: every flag has an environment variable, so
+//! the same binary is configured the same way on a laptop and in Kubernetes.
+
+//!
+//! Each setting is checked once, by its value parser (`config`); the
+//! submodules hold the settings of each group of commands.
+
+mod services;
+mod tools;
+
+pub use services::{ReceiverArgs, ReceiverCmd, ServeArgs, WorkerArgs, WorkerCmd};
+pub use tools::{
+    DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd, SendEventCmd,
+};
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Quiet, Secret};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fulfillment",
+    version,
+    about = "Stripe webhook ingestion and order fulfillment"
+)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line and environment. On a bad setting, prints
+    /// clap's first line only (it adds a usage hint on further lines;
+    /// operators grep for one line) and hands back the exit code.
+    pub fn parse_or_exit_code() -> Result<Cli, ExitCode> {
+        match Cli::try_parse() {
+            Ok(cli) => Ok(cli),
+            Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+            Err(e) => {
+                let rendered = e.to_string();
+                let first = rendered.lines().next();
+                eprintln!("{}", first.unwrap_or("error: invalid arguments"));
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receiver, worker pool and outbox relay in one process (the default way to run).
+    Serve(ServeArgs),
+    /// Only the HTTP receiver (scale it behind a load balancer).
+    Receiver(ReceiverCmd),
+    /// Only the workers and the outbox relay (scale by running more).
+    Worker(WorkerCmd),
+    /// Creates the database if missing, applies migrations, declares the AMQP topology. Idempotent.
+    Migrate(MigrateArgs),
+    /// Inspect, replay and purge dead letters (kept in PostgreSQL; listing changes nothing).
+    Dlq(DlqCmd),
+    /// One order's story: status, events and their outcomes, transitions, messages (read-only, needs DATABASE_URL).
+    Orders(OrdersCmd),
+    /// One Stripe event: outcome, order, the body Stripe sent (read-only, needs DATABASE_URL).
+    Events(EventsCmd),
+    /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
+    SendEvent(SendEventCmd),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AmqpArgs {
+    /// RabbitMQ URL; its vhost is honoured (`%2f` is the default vhost).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        value_parser = Quiet(config::amqp_url)
+    )]
+    pub amqp_url: Secret,
+
+    /// How long the receiver waits for the broker's publisher confirm before answering 503.
+    #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
+    pub publish_confirm_timeout_ms: u64,
+}
+
+impl AmqpArgs {
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_confirm_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. `migrate` creates the database if it is missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/fulfillment",
+        hide_env_values = true,
+        value_parser = Quiet(config::database_url)
+    )]
+    pub database_url: Secret,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Prometheus `/metrics` listener, separate from the webhook endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownArgs {
+    /// On SIGTERM/SIGINT, how long `/readyz` answers 503 while both listeners
+    /// keep serving, so load balancers stop routing here before the listener
+    /// closes. A second signal ends the drain early.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
+    pub shutdown_drain_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_default_passes_its_own_validation() {
+        // Defaults go through the value parsers too: a default that fails
+        // its own check would make the bare command unusable.
+        let cli = Cli::try_parse_from(["fulfillment", "serve"]).expect("defaults parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve");
+        };
+        // (The environment may override a default; these hold either way.)
+        assert!(!args.worker.parked_ttl.is_zero());
+        assert!(args.receiver.max_inflight_body_bytes > 0);
+        let shown = format!("{:?}", args.amqp);
+        assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
+    }
+}

@@ -1,0 +1,137 @@
+//! Settings of the one-shot commands: `migrate`, `dlq`, `orders`,
+//! `events`, `send-event`.
+
+use clap::{Args, Subcommand};
+
+use super::{AmqpArgs, DatabaseArgs};
+use crate::config::{self, Quiet, Secret};
+use crate::retry::RetryPolicy;
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Retry tiers to declare (the workers' RETRY_DELAYS).
+    #[arg(long, env = "RETRY_DELAYS", default_value = "1s,10s,1m,5m", value_parser = config::retry_policy)]
+    pub retry_delays: RetryPolicy,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OrdersCmd {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: OrdersAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersAction {
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    Show {
+        order_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsCmd {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: EventsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Outcome, order, and the stored body (pretty-printed JSON).
+    Show {
+        event_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DlqCmd {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Lists dead letters, oldest first: event id, type, attempts, age, kind, error. Read-only.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Shows one event's dead letter(s) in full, body included. Read-only.
+    Show { id: String },
+    /// Puts dead letters back on the work queue, then deletes them here (dedup makes replaying a success harmless). A permanent failure keeps its attempts and goes straight back if it fails again.
+    Replay {
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Event ids to replay.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+    },
+    /// Deletes every dead letter for good. Asks on a terminal; scripts must pass --yes.
+    Purge {
+        /// Delete without asking (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SendEventCmd {
+    /// Event type, e.g. checkout.session.completed, payment_intent.succeeded, customer.created.
+    #[arg(value_name = "TYPE")]
+    pub event_type: String,
+
+    /// Order id (the session's client_reference_id); default: a new one.
+    #[arg(long)]
+    pub order: Option<String>,
+
+    /// Event id; default: a new one. Reuse one to see deduplication.
+    #[arg(long)]
+    pub event_id: Option<String>,
+
+    /// PaymentIntent id; default: pi_<order>.
+    #[arg(long)]
+    pub payment_intent: Option<String>,
+
+    /// For checkout.session.completed: paid, unpaid (delayed methods) or no_payment_required.
+    #[arg(long, default_value = "paid", value_parser = ["paid", "unpaid", "no_payment_required"])]
+    pub payment_status: String,
+
+    /// For payment_intent.succeeded: leave metadata.order_id out (the order is then found through its session).
+    #[arg(long)]
+    pub no_order_metadata: bool,
+
+    /// Webhook endpoint to POST to.
+    #[arg(
+        long,
+        env = "SEND_EVENT_URL",
+        default_value = "http://127.0.0.1:8080/webhooks/stripe"
+    )]
+    pub url: String,
+
+    /// Endpoint secret to sign with (the first one, if several).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = Quiet(config::secret))]
+    pub secret: Option<Secret>,
+
+    /// Print the event instead of sending it.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,120 @@
+//! What each command does, in one table ([`run`]); the long-running roles
+//! are started by `startup`, the one-shot tools run here.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::cli::{
+    Command, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd,
+};
+use crate::startup::{Application, Roles};
+use crate::{backoff, db, dlq, ops, send_event, topology};
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(Roles::serve(args)).await,
+        Command::Receiver(args) => serve(Roles::receiver(args)).await,
+        Command::Worker(args) => serve(Roles::worker(args)).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Dlq(args) => dead_letters(args).await,
+        Command::SendEvent(args) => send_event::run(args).await,
+        Command::Orders(args) => orders(args).await,
+        Command::Events(args) => events(args).await,
+    }
+}
+
+async fn serve(roles: Roles) -> anyhow::Result<()> {
+    Application::build(roles).await?.run_until_stopped().await
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let database_url = args.database.database_url.expose();
+    db::create_database_if_missing(database_url).await?;
+    let pool = db::pool(database_url, 2)?;
+    db::migrate(&pool).await?;
+    info!("database migrated");
+    let amqp_url = args.amqp.amqp_url.expose();
+    declare_topology(amqp_url, args.retry_delays.delays()).await?;
+    info!("broker topology declared");
+    Ok(())
+}
+
+/// One-shot declaration for `migrate`: retried for a while, then a clear error.
+async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Result<()> {
+    use backon::Retryable;
+    let attempt = || async {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        topology::declare(&channel, retry_delays).await?;
+        conn.close(200, "done".into()).await?;
+        Ok::<_, lapin::Error>(())
+    };
+    attempt
+        .retry(backoff::at_start())
+        .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "broker unavailable"))
+        .await
+        .context("declaring the RabbitMQ topology (AMQP_URL)")
+}
+
+async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
+    let url = args.amqp.amqp_url.expose();
+    let pool = db::pool(args.database.database_url.expose(), 2)?;
+    let mut out = std::io::stdout().lock();
+    match args.action {
+        DlqAction::List { limit } => dlq::list(&pool, url, limit, &mut out).await,
+        DlqAction::Show { id } => match dlq::show(&pool, &id, &mut out).await? {
+            true => Ok(()),
+            false => anyhow::bail!("no dead letter with event id {id}"),
+        },
+        DlqAction::Replay { all, ids } => {
+            let mut chosen = ids;
+            chosen.sort();
+            chosen.dedup();
+            dlq::replay(&pool, url, (!all).then_some(chosen.as_slice()), &mut out)
+                .await
+                .map(|_| ())
+        }
+        DlqAction::Purge { yes } => {
+            let terminal = dlq::stdin_is_terminal();
+            let mut input = std::io::stdin().lock();
+            dlq::purge(&pool, yes, &mut input, terminal, &mut out)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
+    let OrdersAction::Show { order_id, json } = args.action;
+    let story = ops::order_story(args.database.database_url.expose(), &order_id)
+        .await?
+        .with_context(|| format!("no order {order_id:?}"))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &story)?;
+        writeln!(out)?;
+    } else {
+        ops::print_order(&story, &mut out)?;
+    }
+    Ok(())
+}
+
+async fn events(args: EventsCmd) -> anyhow::Result<()> {
+    let EventsAction::Show { event_id, json } = args.action;
+    let story = ops::event_story(args.database.database_url.expose(), &event_id)
+        .await?
+        .with_context(|| {
+            format!("no event {event_id:?} (never received, or older than RETENTION_DAYS)")
+        })?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &story)?;
+        writeln!(out)?;
+    } else {
+        ops::print_event(&story, &mut out)?;
+    }
+    Ok(())
+}

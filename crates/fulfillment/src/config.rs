@@ -1,0 +1,191 @@
+//! Validated settings: every setting is checked once, where clap reads it,
+//! and reaches the rest of the program as a type that cannot hold a bad value
+//! (a `RetryPolicy`, a `NonZeroUsize`, a `Duration`, a [`Secret`]). Checks
+//! that relate two settings run once, in [`ReceiverArgs::validate`].
+//!
+//! Every error is one line naming the setting (operators grep for it); a
+//! setting that may hold a password is never echoed back.
+//!
+//! [`ReceiverArgs::validate`]: crate::cli::ReceiverArgs::validate
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+
+use crate::retry::RetryPolicy;
+
+/// A setting whose value must never be printed: a password in a URL, an
+/// endpoint secret. `Debug` shows only that it is there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A value parser that never echoes the value in its error, unlike clap's
+/// own ("invalid value '…' for …"): the error names the setting (its
+/// environment variable) and says what is wrong, nothing more.
+#[derive(Clone)]
+pub struct Quiet<F>(pub F);
+
+impl<T, F> TypedValueParser for Quiet<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let setting = arg
+            .and_then(clap::Arg::get_env)
+            .and_then(OsStr::to_str)
+            .unwrap_or("a setting");
+        let quiet = |why: String| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{setting}: {why}\n"))
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| quiet("not valid UTF-8".into()))?;
+        (self.0)(text).map_err(quiet)
+    }
+}
+
+/// `AMQP_URL`: parses as lapin will parse it when connecting.
+pub fn amqp_url(s: &str) -> Result<Secret, String> {
+    lapin::uri::AMQPUri::from_str(s).map_err(|e| format!("not a valid AMQP URL: {e}"))?;
+    Ok(Secret::new(s))
+}
+
+/// `DATABASE_URL`: parses as sqlx will parse it when connecting.
+pub fn database_url(s: &str) -> Result<Secret, String> {
+    sqlx::postgres::PgConnectOptions::from_str(s)
+        .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+    Ok(Secret::new(s))
+}
+
+/// `STRIPE_WEBHOOK_SECRET`: one or more endpoint secrets, none empty.
+pub fn webhook_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, String> {
+    stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| e.to_string())
+}
+
+/// A secret given as is (e.g. the one `send-event` signs with).
+pub fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// `RETRY_DELAYS`: growing, positive delay tiers.
+pub fn retry_policy(s: &str) -> Result<RetryPolicy, String> {
+    RetryPolicy::parse(s)
+}
+
+/// A size or count where 0 makes no sense (`T` is a `NonZero*` type).
+pub fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match s.trim().parse::<i128>() {
+        Ok(n) if n < 1 => Err("must be at least 1".into()),
+        _ => s.trim().parse::<T>().map_err(|e| e.to_string()),
+    }
+}
+
+/// `WORKER_PREFETCH`: AMQP reads 0 as "unlimited", never what is meant.
+pub fn prefetch(s: &str) -> Result<std::num::NonZeroU16, String> {
+    at_least_one(s).map_err(|e| format!("{e} (0 would mean unlimited)"))
+}
+
+/// `SIGNATURE_TOLERANCE_SECS`: 0 would disable replay protection.
+pub fn tolerance(s: &str) -> Result<std::num::NonZeroU64, String> {
+    at_least_one(s).map_err(|e| format!("{e} (0 would disable replay protection)"))
+}
+
+/// A positive duration with a unit (`ms`, `s`, `m`, `h`, `d`): the one
+/// duration syntax of every setting.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = fulfillment_core::upkeep::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(d)
+}
+
+/// `RETENTION_INTERVAL`: the job's loop must not spin.
+pub fn interval(s: &str) -> Result<Duration, String> {
+    let d = fulfillment_core::upkeep::parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+/// `RETENTION_DAYS`, `OUTBOX_RETENTION_DAYS`: positive days, fractions allowed.
+pub fn days(s: &str) -> Result<Duration, String> {
+    fulfillment_core::upkeep::parse_days(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = amqp_url("amqp://user:hunter2@localhost:5672/%2f").unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn url_errors_do_not_echo_the_value() {
+        let e = amqp_url("http://user:hunter2@nowhere").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn zero_and_negative_sizes_are_refused_as_such() {
+        assert_eq!(
+            at_least_one::<NonZeroUsize>("0"),
+            Err("must be at least 1".into())
+        );
+        assert_eq!(
+            at_least_one::<NonZeroUsize>("-3"),
+            Err("must be at least 1".into())
+        );
+        assert_eq!(
+            at_least_one::<NonZeroUsize>("7"),
+            Ok(NonZeroUsize::new(7).unwrap())
+        );
+        assert!(at_least_one::<NonZeroUsize>("seven").is_err());
+    }
+
+    #[test]
+    fn durations_share_one_syntax() {
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(positive_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(positive_duration("0s").is_err());
+        assert!(interval("5ms").is_err());
+    }
+}

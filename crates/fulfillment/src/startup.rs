@@ -1,0 +1,282 @@
+//! Startup of the long-running roles (`serve`, `receiver`, `worker`): from
+//! validated settings to running tasks, and a handle to wait on until a
+//! signal stops them (the shape of zero-to-production's `Application` and
+//! `crates_io_worker`'s runner).
+//!
+//! Order matters: every setting is checked, then both listeners are bound
+//! (an address in use is a configuration error and fails at once), and only
+//! then does anything connect: services that are down at start are retried
+//! in the background, never a crash loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::broker::{self, BrokerLink, Publisher, Setup};
+use crate::cli::{
+    AmqpArgs, DatabaseArgs, MetricsArgs, ReceiverArgs, ReceiverCmd, ServeArgs, ShutdownArgs,
+    WorkerArgs, WorkerCmd,
+};
+use crate::health::{self, DbHealth};
+use crate::receiver::{self, Endpoints, Readiness, Receiver};
+use crate::shutdown::{self, Shutdown};
+use crate::{budget, db, dead_letters, http, metrics, relay, topology, upkeep, worker};
+
+/// Which parts of the pipeline this process runs, with their settings.
+pub struct Roles {
+    http_addr: SocketAddr,
+    receiver: Option<ReceiverArgs>,
+    worker: Option<(WorkerArgs, DatabaseArgs)>,
+    amqp: AmqpArgs,
+    metrics: MetricsArgs,
+    shutdown: ShutdownArgs,
+}
+
+impl Roles {
+    /// Receiver, workers and relay in one process.
+    pub fn serve(a: ServeArgs) -> Roles {
+        Roles {
+            http_addr: a.receiver.http_addr,
+            receiver: Some(a.receiver),
+            worker: Some((a.worker, a.database)),
+            amqp: a.amqp,
+            metrics: a.metrics,
+            shutdown: a.shutdown,
+        }
+    }
+
+    /// Only the webhook endpoint.
+    pub fn receiver(a: ReceiverCmd) -> Roles {
+        Roles {
+            http_addr: a.receiver.http_addr,
+            receiver: Some(a.receiver),
+            worker: None,
+            amqp: a.amqp,
+            metrics: a.metrics,
+            shutdown: a.shutdown,
+        }
+    }
+
+    /// Only the workers, the relay and their upkeep.
+    pub fn worker(a: WorkerCmd) -> Roles {
+        Roles {
+            http_addr: a.http_addr,
+            receiver: None,
+            worker: Some((a.worker, a.database)),
+            amqp: a.amqp,
+            metrics: a.metrics,
+            shutdown: a.shutdown,
+        }
+    }
+}
+
+/// A started process: its background tasks run; the HTTP listener starts
+/// serving in [`Application::run_until_stopped`].
+pub struct Application {
+    http_listener: TcpListener,
+    endpoints: Arc<Endpoints>,
+    limits: http::Limits,
+    stopping: Shutdown,
+    tasks: Vec<JoinHandle<()>>,
+    links: Vec<BrokerLink>,
+    metrics_server: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(roles: Roles) -> anyhow::Result<Application> {
+        let verifier = roles
+            .receiver
+            .as_ref()
+            .map(ReceiverArgs::validate)
+            .transpose()?;
+        let prometheus = metrics::install()?;
+        let http_listener = http::bind(roles.http_addr, "HTTP_ADDR").await?;
+        let metrics_listener = http::bind(roles.metrics.metrics_addr, "METRICS_ADDR").await?;
+        let grace = Duration::from_secs(roles.shutdown.shutdown_grace_secs);
+        let drain = Duration::from_secs(roles.shutdown.shutdown_drain_secs);
+        let (draining, stopping) = shutdown::on_signals(drain);
+
+        let mut started = Started::default();
+        let receiver = match (verifier, &roles.receiver) {
+            (Some(verifier), Some(args)) => Some(started.receiver(verifier, args, &roles.amqp)),
+            _ => None,
+        };
+        let db_health = match roles.worker {
+            Some((args, database)) => {
+                let ctx = (&roles.amqp, grace, &stopping);
+                Some(started.workers(args, &database, ctx)?)
+            }
+            None => None,
+        };
+
+        let ready_links = started.links.clone();
+        // One readiness for both listeners; false from the first signal on,
+        // so load balancers stop routing here while we still serve.
+        let ready: Readiness = Arc::new(move || {
+            !draining.is_triggered()
+                && ready_links.iter().all(BrokerLink::is_up)
+                && db_health.as_ref().is_none_or(DbHealth::is_up)
+        });
+        let metrics_server = tokio::spawn(metrics::serve(
+            metrics_listener,
+            prometheus,
+            ready.clone(),
+            stopping.clone(),
+        ));
+        let limits = http::Limits {
+            max_connections: roles
+                .receiver
+                .as_ref()
+                .map_or(64, |a| a.max_connections.get()),
+            header_read_timeout: Duration::from_secs(
+                roles
+                    .receiver
+                    .as_ref()
+                    .map_or(5, |a| a.header_read_timeout_secs),
+            ),
+            shutdown_grace: grace,
+        };
+        Ok(Application {
+            http_listener,
+            endpoints: Arc::new(Endpoints { receiver, ready }),
+            limits,
+            stopping,
+            tasks: started.tasks,
+            links: started.links,
+            metrics_server,
+        })
+    }
+
+    /// Serves until the first signal's drain is over, then waits for every
+    /// task to finish its in-flight work and closes the broker links.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let endpoints = self.endpoints;
+        http::serve(
+            self.http_listener,
+            "http",
+            move |req| endpoints.clone().handle(req),
+            self.limits,
+            self.stopping,
+        )
+        .await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        for link in &self.links {
+            link.close().await;
+        }
+        self.metrics_server.await.ok();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// What has been started so far: the tasks to wait for and the broker
+/// links to close (and to ask for readiness).
+#[derive(Default)]
+struct Started {
+    tasks: Vec<JoinHandle<()>>,
+    links: Vec<BrokerLink>,
+}
+
+impl Started {
+    fn link(&mut self, amqp: &AmqpArgs, name: &'static str, setup: Setup) -> BrokerLink {
+        let link = BrokerLink::start(amqp.amqp_url.expose().to_owned(), name, setup);
+        self.links.push(link.clone());
+        link
+    }
+
+    fn receiver(
+        &mut self,
+        verifier: stripe_webhook_signature::Verifier,
+        args: &ReceiverArgs,
+        amqp: &AmqpArgs,
+    ) -> Receiver {
+        let link = self.link(amqp, "receiver", publisher_setup(&[]));
+        Receiver {
+            verifier,
+            max_body_bytes: args.max_body_bytes.get(),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+            publisher: Publisher::new(link, amqp.confirm_timeout()),
+            body_budget: budget::BodyBudget::new(args.max_inflight_body_bytes),
+            shed_log: receiver::ThrottledLog::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The worker pool, the outbox relay, the dead-letter mover, upkeep and
+    /// the health watchers; hands back the database's health for readiness.
+    fn workers(
+        &mut self,
+        args: WorkerArgs,
+        database: &DatabaseArgs,
+        (amqp, grace, stopping): (&AmqpArgs, Duration, &Shutdown),
+    ) -> anyhow::Result<DbHealth> {
+        args.warn_about_short_retention();
+        let pool = db::pool(
+            database.database_url.expose(),
+            args.database_max_connections,
+        )?;
+        let health = DbHealth::new();
+        let watch = health::watch_database(pool.clone(), health.clone(), stopping.clone());
+        self.tasks.push(tokio::spawn(watch));
+
+        let policy = args.retry_delays;
+        let worker_link = self.link(amqp, "worker", publisher_setup(policy.delays()));
+        let relay_link = self.link(amqp, "relay", publisher_setup(&[]));
+        // Its own connection: a consumer of the DLQ beside the work consumer
+        // and the relay's publishes would share their flow control.
+        let dead_letter_link = self.link(amqp, "dead-letters", publisher_setup(&[]));
+
+        let mover = dead_letters::Mover {
+            pool: pool.clone(),
+            link: dead_letter_link,
+        };
+        self.tasks.push(tokio::spawn(mover.run(stopping.clone())));
+        let worker = Arc::new(worker::Worker {
+            pool: pool.clone(),
+            link: worker_link.clone(),
+            publisher: Publisher::new(worker_link, amqp.confirm_timeout()),
+            policy,
+            concurrency: args.worker_concurrency.get(),
+            batch_size: args.worker_batch_size.get(),
+            prefetch: args.worker_prefetch.get(),
+            db: health.clone(),
+            shutdown_grace: grace,
+        });
+        self.tasks.push(tokio::spawn(worker.run(stopping.clone())));
+        let upkeep = upkeep::Upkeep {
+            pool: pool.clone(),
+            parked_ttl: args.parked_ttl,
+            retention: args.retention_days,
+            outbox_retention: args.outbox_retention_days,
+            interval: args.retention_interval,
+        };
+        self.tasks.push(tokio::spawn(upkeep.run(stopping.clone())));
+        let relay = relay::Relay {
+            pool: pool.clone(),
+            publisher: Publisher::new(relay_link.clone(), amqp.confirm_timeout()),
+            batch_size: i64::from(args.outbox_batch_size.get()),
+        };
+        self.tasks.push(tokio::spawn(relay.run(stopping.clone())));
+        let queues = health::watch_queues(relay_link, pool, stopping.clone());
+        self.tasks.push(tokio::spawn(queues));
+        Ok(health)
+    }
+}
+
+/// Every link publishes with confirms and declares the topology it relies on
+/// (with `retry_delays`, the retry tiers too).
+fn publisher_setup(retry_delays: &[Duration]) -> Setup {
+    let delays: Arc<[Duration]> = retry_delays.into();
+    Arc::new(move |channel| {
+        let delays = delays.clone();
+        Box::pin(async move {
+            broker::enable_confirms(&channel).await?;
+            topology::declare(&channel, &delays).await
+        })
+    })
+}
