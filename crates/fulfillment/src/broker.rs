@@ -101,6 +101,39 @@ impl BrokerLink {
     pub fn report_failure(&self) {
         self.kick.notify_one();
     }
+
+    /// Runs `consume` on the link's channel until shutdown, starting it again
+    /// on each new channel after the broker went away (or the consumer ended
+    /// or failed). One loop for every consumer, so they all heal alike.
+    pub async fn consume_while_up<F, Fut>(
+        &self,
+        what: &'static str,
+        shutdown: &Shutdown,
+        consume: F,
+    ) where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = lapin::Result<()>>,
+    {
+        loop {
+            let channel = tokio::select! {
+                c = self.wait_up() => c,
+                _ = shutdown.wait() => return,
+            };
+            match consume(channel).await {
+                Ok(()) if shutdown.is_triggered() => return,
+                Ok(()) => info!(consumer = what, "consumer ended; waiting for the broker"),
+                Err(e) => {
+                    warn!(consumer = what, error = %e, "consumer failed; waiting for the broker")
+                }
+            }
+            self.report_failure();
+            tokio::select! {
+                _ = self.closed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
 }
 
 const HEALTH_POLL: Duration = Duration::from_millis(250);

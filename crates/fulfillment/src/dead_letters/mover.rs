@@ -1,8 +1,6 @@
 //! The mover: consumes `stripe.fulfillment.dlq` into the dead-letter table,
 //! acking each message only after its row is committed.
 
-use std::time::Duration;
-
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lapin::Channel;
@@ -28,23 +26,12 @@ pub struct Mover {
 
 impl Mover {
     pub async fn run(self, shutdown: Shutdown) {
-        loop {
-            let channel = tokio::select! {
-                c = self.link.wait_up() => c,
-                _ = shutdown.wait() => return,
-            };
-            match self.consume(&channel, &shutdown).await {
-                Ok(()) if shutdown.is_triggered() => return,
-                Ok(()) => info!("dead-letter mover ended; waiting for the broker"),
-                Err(e) => warn!(error = %e, "dead-letter mover failed; waiting for the broker"),
-            }
-            self.link.report_failure();
-            tokio::select! {
-                _ = self.link.closed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
+        self.link
+            .consume_while_up("dead-letter mover", &shutdown, |channel| {
+                let (mover, shutdown) = (&self, &shutdown);
+                async move { mover.consume(&channel, shutdown).await }
+            })
+            .await;
     }
 
     async fn consume(&self, channel: &Channel, shutdown: &Shutdown) -> lapin::Result<()> {

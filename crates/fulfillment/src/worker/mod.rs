@@ -76,23 +76,12 @@ enum Handled {
 
 impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        loop {
-            let channel = tokio::select! {
-                c = self.link.wait_up() => c,
-                _ = shutdown.wait() => return,
-            };
-            match self.consume(&channel, &shutdown).await {
-                Ok(()) if shutdown.is_triggered() => return,
-                Ok(()) => info!("consumer ended; waiting for the broker"),
-                Err(e) => warn!(error = %e, "consumer failed; waiting for the broker"),
-            }
-            self.link.report_failure();
-            tokio::select! {
-                _ = self.link.closed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
+        self.link
+            .consume_while_up("worker", &shutdown, |channel| {
+                let (worker, shutdown) = (&self, &shutdown);
+                async move { worker.consume(&channel, shutdown).await }
+            })
+            .await;
     }
 
     async fn consume(
