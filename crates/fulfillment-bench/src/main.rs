@@ -9,13 +9,12 @@
 mod ceiling;
 mod cpu;
 mod e2e;
-mod env;
 mod events;
 mod http_load;
 mod report;
-mod service;
 mod sink;
 mod suite;
+mod under_test;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,7 +132,7 @@ impl Common {
             fulfillment_bin: self
                 .fulfillment_bin
                 .clone()
-                .unwrap_or_else(|| service::sibling_binary("fulfillment")),
+                .unwrap_or_else(|| fulfillment_testkit::service::sibling_binary("fulfillment")),
             out_dir: self.out_dir.clone(),
             connections: self.connections,
             repetitions,
@@ -227,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let fresh = match amqp_url {
                 Some(_) => None,
-                None => Some(env::BenchEnv::new("ceiling")?),
+                None => Some(under_test::env("ceiling")?),
             };
             let spec = ceiling::Spec {
                 amqp_url: amqp_url.unwrap_or_else(|| fresh.as_ref().expect("made").amqp_url()),
@@ -242,7 +241,11 @@ async fn main() -> anyhow::Result<()> {
         Command::E2e { common } => {
             let settings = common.settings(1, 0.0, 0);
             let tag = format!("{:x}", unix_now() % 0xff_ffff);
-            let events = Arc::new(Events::new(&tag, service::BENCH_SECRET, unix_now()));
+            let events = Arc::new(Events::new(
+                &tag,
+                fulfillment_testkit::TEST_SECRET,
+                unix_now(),
+            ));
             let outcome = suite::end_to_end(&settings, events).await?;
             println!("{}", serde_json::to_string_pretty(&outcome)?);
         }

@@ -23,11 +23,11 @@ use sqlx::postgres::PgPoolOptions;
 use crate::ceiling;
 use crate::cpu::{Cores, Snapshot};
 use crate::e2e;
-use crate::env::BenchEnv;
 use crate::events::Events;
 use crate::http_load::{self, Mode, unix_now};
 use crate::report::{Latency, Table, median, ms, thousands};
-use crate::service::{self, BENCH_SECRET, Service};
+use crate::under_test;
+use fulfillment_testkit::TEST_SECRET;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -137,7 +137,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Results> {
     std::fs::create_dir_all(&s.out_dir)?;
     let background_cores = background_cores().await;
     let tag = format!("{:x}", unix_now() % 0xff_ffff);
-    let events = Arc::new(Events::new(&tag, BENCH_SECRET, unix_now()));
+    let events = Arc::new(Events::new(&tag, TEST_SECRET, unix_now()));
     eprintln!("[bench] generator against a trivial server");
     let generator = generator(s, events.clone()).await?;
     eprintln!("[bench] broker ceiling and receiver alone, alternating");
@@ -192,11 +192,11 @@ async fn ceiling_and_receiver(
     s: &Settings,
     events: Arc<Events>,
 ) -> anyhow::Result<(BrokerCeiling, ReceiverAlone)> {
-    let ceiling_env = BenchEnv::new("ceiling")?;
-    let receiver_env = BenchEnv::new("receiver")?;
-    service::migrate(&s.fulfillment_bin, &receiver_env).await?;
+    let ceiling_env = under_test::env("ceiling")?;
+    let receiver_env = under_test::env("receiver")?;
+    under_test::migrate(&s.fulfillment_bin, &receiver_env)?;
     let log = s.out_dir.join("receiver.log");
-    let service = Service::start(&s.fulfillment_bin, "receiver", &receiver_env, &log).await?;
+    let service = under_test::start(&s.fulfillment_bin, "receiver", &receiver_env, &log).await?;
     let consumer =
         Connection::connect(&receiver_env.amqp_url(), ConnectionProperties::default()).await?;
     let draining = ceiling::drain(&consumer, "stripe.fulfillment", || {}).await?;
@@ -219,7 +219,7 @@ async fn ceiling_and_receiver(
         let before = Snapshot::take();
         let first_seq = 1_000_000_000 * (rep as u64 + 1);
         let spec = closed(
-            service.http_addr,
+            service.http_addr(),
             s.connections,
             warmup,
             duration,
@@ -237,11 +237,11 @@ async fn ceiling_and_receiver(
     }
     let at_receiver_window = ceiling::run(&ceiling_spec(s.connections)).await?;
 
-    let peak_rss_bytes = service.peak_rss_bytes()?;
-    let mean_publish_confirm_ms = service
-        .metric_mean("fulfillment_publish_confirm_seconds")
-        .await?
-        .map(|v| v * 1e3);
+    let peak_rss_bytes = under_test::peak_rss_bytes(&service);
+    let mean_publish_confirm_ms =
+        under_test::metric_mean(&service, "fulfillment_publish_confirm_seconds")
+            .await?
+            .map(|v| v * 1e3);
     service.stop().await;
     let _ = consumer.close(200, "done".into()).await;
     draining.abort();
@@ -278,10 +278,10 @@ async fn ceiling_and_receiver(
 }
 
 pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<EndToEnd> {
-    let env = BenchEnv::new("e2e")?;
-    service::migrate(&s.fulfillment_bin, &env).await?;
+    let env = under_test::env("e2e")?;
+    under_test::migrate(&s.fulfillment_bin, &env)?;
     let log = s.out_dir.join("serve.log");
-    let service = Service::start(&s.fulfillment_bin, "serve", &env, &log).await?;
+    let service = under_test::start(&s.fulfillment_bin, "serve", &env, &log).await?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(&env.database_url())
@@ -289,7 +289,7 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
 
     let before = Snapshot::take();
     let throughput = e2e::throughput(
-        service.http_addr,
+        service.http_addr(),
         &pool,
         events.clone(),
         s.e2e_events,
@@ -299,7 +299,7 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
     .await?;
     let middle = Snapshot::take();
     let open_loop = e2e::open_loop(
-        service.http_addr,
+        service.http_addr(),
         &pool,
         events.clone(),
         s.open_rate,
@@ -311,7 +311,7 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
     let after = Snapshot::take();
     let light_open_loop = if s.light_rate > 0.0 {
         let light = e2e::open_loop(
-            service.http_addr,
+            service.http_addr(),
             &pool,
             events,
             s.light_rate,
@@ -324,19 +324,14 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
         None
     };
 
-    let peak_rss_bytes = service.peak_rss_bytes()?;
+    let peak_rss_bytes = under_test::peak_rss_bytes(&service);
     let mean_ms = |v: Option<f64>| v.map(|v| v * 1e3);
-    let mean_event_processing_ms = mean_ms(
-        service
-            .metric_mean("fulfillment_event_processing_seconds")
-            .await?,
-    );
-    let mean_publish_confirm_ms = mean_ms(
-        service
-            .metric_mean("fulfillment_publish_confirm_seconds")
-            .await?,
-    );
-    let mean_worker_batch_size = service.metric_mean("fulfillment_worker_batch_size").await?;
+    let mean_event_processing_ms =
+        mean_ms(under_test::metric_mean(&service, "fulfillment_event_processing_seconds").await?);
+    let mean_publish_confirm_ms =
+        mean_ms(under_test::metric_mean(&service, "fulfillment_publish_confirm_seconds").await?);
+    let mean_worker_batch_size =
+        under_test::metric_mean(&service, "fulfillment_worker_batch_size").await?;
     service.stop().await;
     pool.close().await;
     Ok(EndToEnd {

@@ -38,3 +38,16 @@ pub fn payment_intent_succeeded(
     };
     event("payment_intent.succeeded", &spec).expect("a sample type")
 }
+
+/// A `checkout.session.completed` for `order_id` with `payment_status`, its
+/// PaymentIntent `pi_{event_id}`.
+pub fn checkout_completed(event_id: &str, order_id: &str, payment_status: &str) -> Vec<u8> {
+    let pi = format!("pi_{event_id}");
+    session(
+        event_id,
+        "checkout.session.completed",
+        order_id,
+        payment_status,
+        Some(&pi),
+    )
+}

@@ -1,0 +1,77 @@
+//! The `fulfillment` binary under test, through `fulfillment-testkit` (the
+//! same set-up the end-to-end tests use): `serve` or `receiver` started on
+//! free local ports with its shipped defaults, and the metrics the suite
+//! reads from it.
+
+use std::path::Path;
+
+use anyhow::Context;
+use fulfillment_testkit::TestEnv;
+use fulfillment_testkit::service::{self, Log, Probe, Service};
+
+/// A fresh vhost and database for one benchmark stage, named `bench_{what}_…`,
+/// removed when dropped (also on error).
+pub fn env(what: &str) -> anyhow::Result<TestEnv> {
+    TestEnv::try_new(&format!("bench_{what}"))
+}
+
+/// `fulfillment migrate`: database, migrations, AMQP topology.
+pub fn migrate(bin: &Path, env: &TestEnv) -> anyhow::Result<()> {
+    service::try_migrate(bin, env).context("fulfillment migrate failed")
+}
+
+/// Starts `fulfillment ROLE` (`serve` or `receiver`) with its defaults
+/// (WORKER_CONCURRENCY, DATABASE_MAX_CONNECTIONS, … as shipped), logs to
+/// `log` (kept), and waits until `/readyz` answers 200.
+pub async fn start(bin: &Path, role: &str, env: &TestEnv, log: &Path) -> anyhow::Result<Service> {
+    let mut cmd = service::command_for(bin, env, &[role]);
+    Service::launch(&mut cmd, env, Log::Keep(log.to_owned()), Probe::Ready)
+        .await
+        .with_context(|| format!("starting fulfillment {role}"))
+}
+
+/// Peak resident memory so far (`VmHWM`), in bytes.
+pub fn peak_rss_bytes(service: &Service) -> u64 {
+    service.peak_rss_kib() * 1024
+}
+
+/// The mean of a Prometheus histogram or summary (`_sum / _count`,
+/// over all label sets), in seconds; None if it has no samples.
+pub async fn metric_mean(service: &Service, name: &str) -> anyhow::Result<Option<f64>> {
+    let metrics = fulfillment_testkit::http::get(service.metrics_port, "/metrics").await?;
+    Ok(mean_of(&metrics.text(), name))
+}
+
+fn mean_of(metrics: &str, name: &str) -> Option<f64> {
+    let total = |suffix: &str| -> f64 {
+        let series = format!("{name}_{suffix}");
+        metrics
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(&series)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let count = total("count");
+    (count > 0.0).then(|| total("sum") / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_of_a_histogram_over_label_sets() {
+        let text = "# TYPE x_seconds histogram\n\
+                    x_seconds_bucket{le=\"0.1\"} 3\n\
+                    x_seconds_sum{role=\"a\"} 0.5\n\
+                    x_seconds_count{role=\"a\"} 2\n\
+                    x_seconds_sum{role=\"b\"} 1.0\n\
+                    x_seconds_count{role=\"b\"} 1\n\
+                    x_seconds_other_count 99\n";
+        assert_eq!(mean_of(text, "x_seconds"), Some(0.5));
+        assert_eq!(mean_of(text, "y"), None);
+    }
+}
