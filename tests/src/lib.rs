@@ -18,3 +18,34 @@ pub fn shared_fixtures() -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/stripe");
     dir.is_dir().then_some(dir)
 }
+
+use std::time::Duration;
+
+use amqp::Tap;
+use http::post_signed;
+
+/// How long the pipeline helpers wait for the service to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// A migrated env with `serve` running (with `extra` settings) and a tap on
+/// the `fulfillment` exchange. `RETRY_DELAYS` in `extra` also goes to
+/// `migrate`, which declares the retry tiers.
+pub async fn pipeline(extra: &[(&str, String)]) -> (TestEnv, Service, Tap) {
+    let env = TestEnv::new();
+    let retry: Vec<(&str, &str)> = extra
+        .iter()
+        .filter(|(k, _)| *k == "RETRY_DELAYS")
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    migrate(&env, &retry);
+    let tap = Tap::bind(&env.amqp_url(), "fulfillment", "#").await;
+    let svc = Service::start(&env, "serve", extra).await;
+    svc.wait_ready(200, READY_WITHIN).await;
+    (env, svc, tap)
+}
+
+/// POSTs `body` signed with the test secret and asserts the receiver took it (200).
+pub async fn post_accepted(svc: &Service, body: &[u8]) {
+    let reply = post_signed(svc.http_port, body, TEST_SECRET).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

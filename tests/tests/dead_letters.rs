@@ -4,21 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+use fulfillment_tests::amqp::publish_to_queue;
 use fulfillment_tests::db::{connect, count, wait_count, wait_status};
 use fulfillment_tests::events::session;
-use fulfillment_tests::http::{get, post_signed};
-use fulfillment_tests::{Service, TEST_SECRET, TestEnv, cli, migrate};
+use fulfillment_tests::http::get;
+use fulfillment_tests::{Service, TestEnv, cli, migrate, post_accepted as post};
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::AMQPValue;
 
 const WAIT: Duration = Duration::from_secs(20);
 const COMPLETED: &str = "checkout.session.completed";
 const DLQ: &str = "stripe.fulfillment.dlq";
-
-async fn post(svc: &Service, body: &[u8]) {
-    let reply = post_signed(svc.http_port, body, TEST_SECRET).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-}
 
 /// A session event whose JSON text has `from` replaced by `to`.
 fn session_with(event_id: &str, order: &str, from: &str, to: &str) -> Vec<u8> {
@@ -186,33 +182,7 @@ async fn publish_dead_letter(url: &str, event_id: &str) {
 }
 
 async fn publish_to_dlq(url: &str, event_id: &str, body: &[u8]) {
-    publish_to(url, DLQ, event_id, body).await;
-}
-
-async fn publish_to(url: &str, queue: &str, event_id: &str, body: &[u8]) {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let props = lapin::BasicProperties::default()
-        .with_message_id(event_id.into())
-        .with_type(COMPLETED.into());
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        body,
-        props,
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let _ = conn.close(200, "bye".into()).await;
+    publish_to_queue(url, DLQ, event_id, body).await;
 }
 
 /// Event ids of a `dlq list`, in the order listed.
@@ -365,7 +335,7 @@ async fn a_batch_with_one_unstorable_event_dead_letters_only_that_one() {
         } else {
             session(&id, COMPLETED, &format!("ord_b{i}"), "paid", None)
         };
-        publish_to(&env.amqp_url(), "stripe.fulfillment", &id, &body).await;
+        publish_to_queue(&env.amqp_url(), "stripe.fulfillment", &id, &body).await;
     }
     let worker = Service::start(&env, "worker", &[]).await;
     wait_count(

@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fulfillment_tests::amqp::Tap;
+use fulfillment_tests::amqp::{Tap, publish_to_queue};
 use fulfillment_tests::db::{connect, count, wait_count, wait_status};
 use fulfillment_tests::events::{payment_intent_succeeded, session};
 use fulfillment_tests::http::{get, post_signed};
 use fulfillment_tests::proxy::Proxy;
-use fulfillment_tests::{Service, TEST_SECRET, TestEnv, cli, migrate};
+use fulfillment_tests::{
+    Service, TEST_SECRET, TestEnv, cli, migrate, pipeline, post_accepted as post,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -18,26 +20,6 @@ const COMPLETED: &str = "checkout.session.completed";
 const EXPIRED: &str = "checkout.session.expired";
 const ASYNC_OK: &str = "checkout.session.async_payment_succeeded";
 const ASYNC_FAILED: &str = "checkout.session.async_payment_failed";
-
-/// A migrated env with `serve` running and a tap on the `fulfillment` exchange.
-async fn pipeline(extra: &[(&str, String)]) -> (TestEnv, Service, Tap) {
-    let env = TestEnv::new();
-    let retry: Vec<(&str, &str)> = extra
-        .iter()
-        .filter(|(k, _)| *k == "RETRY_DELAYS")
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
-    migrate(&env, &retry);
-    let tap = Tap::bind(&env.amqp_url(), "fulfillment", "#").await;
-    let svc = Service::start(&env, "serve", extra).await;
-    svc.wait_ready(200, WAIT).await;
-    (env, svc, tap)
-}
-
-async fn post(svc: &Service, body: &[u8]) {
-    let reply = post_signed(svc.http_port, body, TEST_SECRET).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-}
 
 /// Downstream messages received until the exchange goes quiet, as JSON.
 async fn messages(tap: &Tap) -> Vec<Value> {
@@ -491,7 +473,7 @@ async fn replaying_a_message_that_succeeded_is_harmless() {
     post(&svc, &body).await;
     wait_status(&db, "ord_twice", "paid", WAIT).await;
     // An operator puts the same event into the DLQ by hand and replays it.
-    publish_raw(
+    publish_to_queue(
         &env.amqp_url(),
         "stripe.fulfillment.dlq",
         "evt_twice",
@@ -672,32 +654,6 @@ async fn wait_for_metric(svc: &Service, needle: &str) {
     );
 }
 
-async fn publish_raw(url: &str, queue: &str, message_id: &str, body: &[u8]) {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let props = lapin::BasicProperties::default()
-        .with_message_id(message_id.into())
-        .with_type("checkout.session.completed".into());
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        body,
-        props,
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let _ = conn.close(200, "bye".into()).await;
-}
-
 #[tokio::test]
 async fn a_batch_confines_a_failing_event_to_itself() {
     let env = TestEnv::new();
@@ -722,7 +678,7 @@ async fn a_batch_confines_a_failing_event_to_itself() {
             format!("ord_batch_{i}")
         };
         let body = session(&format!("evt_batch_{i}"), COMPLETED, &order, "paid", None);
-        publish_raw(
+        publish_to_queue(
             &env.amqp_url(),
             "stripe.fulfillment",
             &format!("evt_batch_{i}"),

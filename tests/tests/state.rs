@@ -6,31 +6,18 @@
 use std::time::{Duration, Instant};
 
 use fulfillment_core::sample::{SampleSpec, event};
-use fulfillment_tests::amqp::Tap;
 use fulfillment_tests::db::{connect, count, wait_count, wait_status};
 use fulfillment_tests::events::{payment_intent_succeeded, session};
-use fulfillment_tests::http::{get, post_signed};
-use fulfillment_tests::{Service, TEST_SECRET, TestEnv, cli, migrate, unix_now};
+use fulfillment_tests::http::get;
+use fulfillment_tests::{
+    Service, TestEnv, cli, migrate, pipeline, post_accepted as post, unix_now,
+};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
 const WAIT: Duration = Duration::from_secs(20);
 const COMPLETED: &str = "checkout.session.completed";
 const UPKEEP_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended('fulfillment:upkeep', 0))";
-
-async fn pipeline(extra: &[(&str, String)]) -> (TestEnv, Service, Tap) {
-    let env = TestEnv::new();
-    migrate(&env, &[]);
-    let tap = Tap::bind(&env.amqp_url(), "fulfillment", "#").await;
-    let svc = Service::start(&env, "serve", extra).await;
-    svc.wait_ready(200, WAIT).await;
-    (env, svc, tap)
-}
-
-async fn post(svc: &Service, body: &[u8]) {
-    let reply = post_signed(svc.http_port, body, TEST_SECRET).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-}
 
 /// The value of one series (exact name and labels), if present.
 async fn metric(svc: &Service, series: &str) -> Option<f64> {

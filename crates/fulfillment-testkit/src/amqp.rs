@@ -163,3 +163,32 @@ pub fn queue_counts(vhost: &str) -> Vec<QueueCounts> {
         })
         .collect()
 }
+
+/// Publishes `body` straight to `queue` (default exchange) with a publisher
+/// confirm, as a checkout.session.completed with `message_id`: what a
+/// redelivery, a retry tier or a dead letter looks like to a consumer.
+pub async fn publish_to_queue(url: &str, queue: &str, message_id: &str, body: &[u8]) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("test connection to RabbitMQ");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let props = lapin::BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_type("checkout.session.completed".into());
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm");
+    let _ = conn.close(200, "bye".into()).await;
+}
