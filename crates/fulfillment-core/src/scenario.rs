@@ -202,6 +202,22 @@ impl SessionSpec {
     }
 }
 
+/// Cuts `events` into consecutive batches of the given sizes (cycled): how a
+/// delivery is cut into the batches a worker applies.
+pub fn batches(events: &[OrderEvent], sizes: &[usize]) -> Vec<Vec<OrderEvent>> {
+    let mut out = Vec::new();
+    let mut rest = events;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, tail) = rest.split_at((*size).min(rest.len()));
+        out.push(batch.to_vec());
+        rest = tail;
+    }
+    out
+}
+
 pub fn session_id(k: usize, j: usize) -> String {
     format!("cs_test_{k}_{j}")
 }

@@ -7,27 +7,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
-use fulfillment_core::scenario::scenario;
+use fulfillment_core::scenario::{batches, scenario};
 use fulfillment_core::{
     BatchPlan, EventKind, Ledger, LockKey, Model, OrderEvent, OrderStatus, Outcome, PaymentStatus,
     fresh,
 };
 use proptest::prelude::*;
-
-/// Cuts `events` into consecutive batches of the given sizes (cycled).
-fn batches(events: &[OrderEvent], sizes: &[usize]) -> Vec<Vec<OrderEvent>> {
-    let mut out = Vec::new();
-    let mut rest = events;
-    for size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (batch, tail) = rest.split_at((*size).min(rest.len()));
-        out.push(batch.to_vec());
-        rest = tail;
-    }
-    out
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use fulfillment::{db, store};
-use fulfillment_core::scenario::{OrderSpec, body, scenario};
+use fulfillment_core::scenario::{OrderSpec, batches, body, scenario};
 use fulfillment_core::{Model, Order, OrderEvent, OrderMessage, OrderStatus, Transition};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -87,21 +87,6 @@ fn cases() -> u32 {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(48)
-}
-
-/// Cuts `events` into consecutive batches of the given sizes (cycled).
-fn batches(events: &[OrderEvent], sizes: &[usize]) -> Vec<Vec<OrderEvent>> {
-    let mut out = Vec::new();
-    let mut rest = events;
-    for size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (batch, tail) = rest.split_at((*size).min(rest.len()));
-        out.push(batch.to_vec());
-        rest = tail;
-    }
-    out
 }
 
 /// One batch through the store, retried on a deadlock as the worker does.
