@@ -84,6 +84,15 @@ inventory() { # what `docker ps -a`, `volume ls`, `images`, `network ls` list
   } | sort
 }
 inventory >"$RUN/before"
+# The host's own PostgreSQL and RabbitMQ (other tests use them): answering
+# before means answering after.
+host_services() {
+  local port
+  for port in 5432 5672; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port up"; else echo "$port down"; fi
+  done
+}
+host_services >"$RUN/host-before"
 
 cleanup() {
   local rc=$?
@@ -102,6 +111,11 @@ cleanup() {
   docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker volume rm >/dev/null
   docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker network rm >/dev/null
   docker images -q --filter "label=$LABEL" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
+  host_services >"$RUN/host-after"
+  if ! cmp -s "$RUN/host-before" "$RUN/host-after"; then
+    log "the host's PostgreSQL/RabbitMQ changed: $(paste -sd' ' "$RUN/host-before") -> $(paste -sd' ' "$RUN/host-after")"
+    rc=1
+  fi
   inventory >"$RUN/after"
   if ! diff -u "$RUN/before" "$RUN/after" >"$RUN/leftovers"; then
     log "docker ps -a / volume ls / images / network ls differ from before the run:"
@@ -282,7 +296,9 @@ check_binary() {
   # (readelf complains that the debug file's .interp has no contents.)
   id_bin=$(readelf -n "$RUN/fulfillment" 2>/dev/null | awk '/Build ID/ {print $3}' || true)
   id_dbg=$(readelf -n "$RUN/fulfillment.debug" 2>/dev/null | awk '/Build ID/ {print $3}' || true)
-  [ -n "$id_bin" ] && [ "$id_bin" = "$id_dbg" ] || fail "build ids differ: binary $id_bin, debug file $id_dbg"
+  if [ -z "$id_bin" ] || [ "$id_bin" != "$id_dbg" ]; then
+    fail "build ids differ: binary '$id_bin', debug file '$id_dbg'"
+  fi
   # An address from the binary resolves to a source line with the debug file.
   local addr where
   nm --defined-only "$RUN/fulfillment" >"$RUN/nm.txt"
@@ -315,12 +331,16 @@ for svc in receiver worker-1 worker-2; do
   wait_until 60 "$svc ready on its metrics port" ready "$svc"
 done
 log "receiver, worker-1 and worker-2 answer /readyz on the metrics port"
+published=$(docker ps --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Ports}}')
+if grep -Eq '(:5432|:5672)->' <<<"$published" || grep -Eq '0\.0\.0\.0:|\[::\]:' <<<"$published"; then
+  fail "a port published on the host's 5432/5672 or on every interface: $published"
+fi
 
 mkdir "$RUN/env"
 for svc in receiver worker-1 worker-2; do
   compose exec -T "$svc" cat /proc/1/environ >"$RUN/env/$svc.env"
 done
-docker inspect $(cid receiver) $(cid worker-1) $(cid worker-2) >"$RUN/inspect.json"
+docker inspect "$(cid receiver)" "$(cid worker-1)" "$(cid worker-2)" >"$RUN/inspect.json"
 "$PY" deploy/smoke/check_settings.py runtime "$RUN/inspect.json" "$RUN/env" >&2
 phase "ready"
 

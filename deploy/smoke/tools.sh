@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the deploy checks: tools from PyPI in one virtualenv under
 # $SMOKE_CACHE (never in the repository), pinned, installed on first use.
 SMOKE_CACHE=${SMOKE_CACHE:-/var/tmp/compose-smoke}
