@@ -39,12 +39,15 @@ ORDER=ord_smoke_$(date +%s)_$$
 unset STRIPE_API_KEY CUSTOM_PAYMENT_SECRET STRIPE_API_VERSION
 
 START=$SECONDS
-PHASE_START=$SECONDS
 TIMES=()
+PHASE=""
 log() { printf '%s compose-smoke: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
-phase() { # ends the phase that ran since the last call
-  TIMES+=("$(printf '%-34s %4ss' "$1" $((SECONDS - PHASE_START)))")
+phase() { # phase NAME [NOTE]: ends the phase that is running, starts NAME
+  if [ -n "$PHASE" ]; then
+    TIMES+=("$(printf '%-34s %4ss%s' "$PHASE" $((SECONDS - PHASE_START)) "${2:-}")")
+  fi
+  PHASE=$1
   PHASE_START=$SECONDS
 }
 compose() {
@@ -63,6 +66,7 @@ wait_until() {
 }
 
 # ---------------------------------------------------------------- engine
+phase "engine and tools"
 mkdir -p "$SMOKE_CACHE"
 exec 9>"$SMOKE_CACHE/smoke.lock"
 flock -w 1800 9 || fail "another compose-smoke holds $SMOKE_CACHE/smoke.lock"
@@ -72,7 +76,7 @@ tool_install kubernetes-validate==1.37.0 # brings PyYAML for check_settings.py
 PY=$SMOKE_VENV/bin/python
 log "$(docker compose version), engine $(docker info --format '{{.ServerVersion}}')"
 RUN=$(mktemp -d "$SMOKE_CACHE/run.XXXXXX")
-phase "engine and tools"
+phase "debian:bookworm-slim stand-in"
 
 # ---------------------------------------------------------------- cleanup
 inventory() { # what `docker ps -a`, `volume ls`, `images`, `network ls` list
@@ -98,6 +102,7 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
+  if [ "$rc" -ne 0 ]; then phase "clean-up" "  <- failed"; else phase "clean-up"; fi
   if [ "$rc" -ne 0 ] && [ -n "$(compose ps -aq 2>/dev/null)" ]; then
     log "the stack as it was:"
     compose ps -a >&2
@@ -124,7 +129,7 @@ cleanup() {
   else
     log "left nothing behind: containers, volumes, images and networks as before"
   fi
-  phase "clean-up"
+  phase ""
   log "build cache kept for the next run: $(docker system df --format '{{.Type}} {{.Size}}' | grep -i 'build cache')"
   printf '  %s\n' "${TIMES[@]}" >&2
   rm -rf "$RUN"
@@ -206,7 +211,7 @@ debian_stand_in() {
   if [ ! -s "$rootfs_tar" ]; then
     command -v debootstrap >/dev/null || {
       log "installing Debian's debootstrap"
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null 2>&1
     }
     log "debootstrap bookworm from $DEBIAN_MIRROR (once; then cached in $rootfs_tar)"
     debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$RUN/debootstrap.log" 2>&1 ||
@@ -260,17 +265,18 @@ directory = "/usr/local/cargo-vendor"
 EOF
   SMOKE_RUST_CONTEXT=$ctx compose --profile stand-ins build --quiet rust >"$RUN/build-rust.log" 2>&1 ||
     { tail -n 30 "$RUN/build-rust.log" >&2; fail "building the rust:1-bookworm stand-in"; }
+  rm -rf "$ctx"
 }
 
 debian_stand_in
-phase "debian:bookworm-slim stand-in"
-rust_stand_in
 phase "rust:1-bookworm stand-in"
+rust_stand_in
+phase "compose build"
 
 # ---------------------------------------------------------------- build
 log "building the image (deploy/Dockerfile) and the stand-ins"
 compose build >"$RUN/build.log" 2>&1 || { tail -n 40 "$RUN/build.log" >&2; fail "docker compose build"; }
-phase "compose build"
+phase "binary and debug file"
 
 # The binary in the image: stripped of debug info, symbols kept, and paired
 # with the split debug file from the same build.
@@ -314,11 +320,11 @@ check_binary() {
     "fulfillment.debug $((DEBUG_BYTES / 1000000)) MB outside the image; main -> ${where##*/}"
 }
 check_binary
-phase "binary and debug file"
+phase "compose up (until migrate done)"
 
 # ---------------------------------------------------------------- up
 compose up -d --no-build >"$RUN/up.log" 2>&1 || { cat "$RUN/up.log" >&2; fail "docker compose up"; }
-phase "compose up (until migrate done)"
+phase "ready"
 
 cid() { compose ps -aq "$1"; }
 state() { docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$(cid "$1")"; }
@@ -342,7 +348,7 @@ for svc in receiver worker-1 worker-2; do
 done
 docker inspect "$(cid receiver)" "$(cid worker-1)" "$(cid worker-2)" >"$RUN/inspect.json"
 "$PY" deploy/smoke/check_settings.py runtime "$RUN/inspect.json" "$RUN/env" >&2
-phase "ready"
+phase "signed event -> paid -> order.paid"
 
 # ---------------------------------------------------------------- one event
 answer=$(compose exec -T receiver fulfillment send-event checkout.session.completed --order "$ORDER") ||
@@ -358,7 +364,7 @@ published() {
 }
 wait_until 30 "order.paid for $ORDER in the outbox, published" published
 log "order $ORDER is paid; its order.paid is in the outbox and was published"
-phase "signed event -> paid -> order.paid"
+phase "Prometheus targets and rules"
 
 # ---------------------------------------------------------------- Prometheus
 PROM=$(url prometheus 9090)
@@ -390,7 +396,7 @@ sys.exit(not (len(rules) == int(sys.argv[2]) and all(r["health"] == "ok" for r i
 }
 wait_until 60 "all $want_rules rules loaded and evaluated without error" rules_ok
 log "Prometheus: $want_targets/$want_targets targets up; $want_rules/$want_rules rules loaded, evaluating without error"
-phase "Prometheus targets and rules"
+phase "stop"
 
 # ---------------------------------------------------------------- stop, down
 compose stop >"$RUN/stop.log" 2>&1 || { cat "$RUN/stop.log" >&2; fail "docker compose stop"; }
@@ -401,9 +407,8 @@ for c in $(compose ps -aq); do
 done
 [ -z "$bad" ] || fail "not a clean stop:$bad"
 log "stop: every container exited 0"
-phase "stop"
+phase "down -v"
 compose --profile debuginfo down -v --rmi all --remove-orphans >"$RUN/down.log" 2>&1 ||
   { cat "$RUN/down.log" >&2; fail "docker compose down -v"; }
 [ -z "$(compose ps -aq)" ] || fail "containers left after down"
 log "down -v: done"
-phase "down -v"
