@@ -76,6 +76,7 @@ mod message;
 mod model;
 mod order;
 mod plan;
+pub mod reconcile;
 pub mod sample;
 #[cfg(feature = "scenarios")]
 pub mod scenario;

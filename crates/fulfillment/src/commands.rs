@@ -23,6 +23,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::SendEvent(args) => send_event::run(args).await,
         Command::Orders(args) => orders(args).await,
         Command::Events(args) => events(args).await,
+        Command::Reconcile(args) => crate::reconcile::command::run(args).await,
     }
 }
 

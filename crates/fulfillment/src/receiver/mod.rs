@@ -13,8 +13,6 @@ use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lapin::BasicProperties;
-use lapin::types::ShortString;
 use stripe_webhook_signature::{Verifier, VerifyError, parse_header};
 use tracing::{debug, warn};
 
@@ -26,17 +24,16 @@ pub use throttle::ThrottledLog;
 
 use rejection::{Outcome, Rejection, rejection_response};
 
-use crate::broker::{Outgoing, Publisher};
+use crate::broker::{PublishError, Publisher};
 use crate::budget::BodyBudget;
 use crate::clock::unix_now;
 use crate::http::{Body, json, text};
+use crate::ingest;
 use crate::metrics as m;
-use crate::topology::{EVENTS_EXCHANGE, is_handled};
 
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 /// Seconds Stripe (or any client) is asked to wait when we cannot accept.
 pub(crate) const RETRY_AFTER_SECS: &str = "5";
-const MAX_AMQP_SHORT_STRING: usize = 255;
 
 pub struct Receiver {
     pub verifier: Verifier,
@@ -144,13 +141,9 @@ impl Receiver {
         let envelope = fulfillment_core::parse_envelope(&body).map_err(|e| {
             Rejection::new(Outcome::BadRequest, StatusCode::BAD_REQUEST, e.to_string())
         })?;
-        check_amqp_names(&envelope.id, &envelope.event_type)?;
-        self.publish(&envelope.id, &envelope.event_type, &body)
+        ingest::publish_event(&self.publisher, &envelope.id, &envelope.event_type, &body)
             .await
-            .map_err(|mut r| {
-                r.event_id = Some(envelope.id.clone());
-                r
-            })?;
+            .map_err(|e| publish_rejection(e, &envelope.id))?;
         Ok(envelope.id)
     }
 
@@ -172,31 +165,6 @@ impl Receiver {
         }
         Ok(())
     }
-
-    async fn publish(&self, id: &str, event_type: &str, body: &[u8]) -> Result<(), Rejection> {
-        let properties = BasicProperties::default()
-            .with_message_id(ShortString::from(id))
-            .with_type(ShortString::from(event_type))
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(2)
-            .with_timestamp(unix_now().max(0) as u64);
-        let outgoing = Outgoing {
-            exchange: EVENTS_EXCHANGE,
-            routing_key: event_type,
-            body,
-            properties,
-            // Types we handle must reach our queue; others are published for
-            // whoever binds them, and may legitimately route nowhere.
-            mandatory: is_handled(event_type),
-        };
-        self.publisher.publish(outgoing).await.map_err(|e| {
-            Rejection::new(
-                Outcome::Unavailable,
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("event not stored, retry later ({})", e.label()),
-            )
-        })
-    }
 }
 
 fn signature_header(req: &Request<Incoming>) -> Result<String, Rejection> {
@@ -214,16 +182,25 @@ fn signature_header(req: &Request<Incoming>) -> Result<String, Rejection> {
         .map_err(|_| bad("Stripe-Signature header is not ASCII"))
 }
 
-/// AMQP short strings (message id, routing key) hold at most 255 bytes.
-fn check_amqp_names(id: &str, event_type: &str) -> Result<(), Rejection> {
-    if id.len() > MAX_AMQP_SHORT_STRING || event_type.len() > MAX_AMQP_SHORT_STRING {
-        return Err(Rejection::new(
+/// Why the event was not stored: too long for AMQP is the sender's fault
+/// (400); anything else is ours, and Stripe should retry (503).
+fn publish_rejection(e: PublishError, id: &str) -> Rejection {
+    match e {
+        PublishError::NameTooLong => Rejection::new(
             Outcome::BadRequest,
             StatusCode::BAD_REQUEST,
             "event id or type longer than 255 bytes",
-        ));
+        ),
+        e => {
+            let mut r = Rejection::new(
+                Outcome::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("event not stored, retry later ({})", e.label()),
+            );
+            r.event_id = Some(id.to_owned());
+            r
+        }
     }
-    Ok(())
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
