@@ -196,6 +196,10 @@ impl Schedule {
 
 /// `RECONCILE_INTERVAL`: a duration, or `0` for off.
 pub fn schedule(s: &str) -> Result<Schedule, String> {
+    // The contract's spelling of "off" is a bare 0, which has no unit.
+    if s.trim() == "0" {
+        return Ok(Schedule::Off);
+    }
     let d = fulfillment_core::upkeep::parse_duration(s)?;
     if d.is_zero() {
         return Ok(Schedule::Off);
