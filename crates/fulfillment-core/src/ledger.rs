@@ -63,7 +63,7 @@ pub struct Report {
     /// Parked events applied because this event linked their PaymentIntent.
     pub released: usize,
     /// Anomalies this event (or an event it released) revealed.
-    pub anomalies: Vec<AnomalyKind>,
+    pub anomalies: Vec<Anomaly>,
 }
 
 /// A parked PaymentIntent event with the raw body Stripe sent, waiting for
@@ -294,15 +294,15 @@ impl Ledger {
         if earlier.is_empty() {
             return;
         }
-        let kind = AnomalyKind::PaidTwice;
-        effects.anomalies.push(Anomaly {
+        let anomaly = Anomaly {
             order_id: order_id.to_owned(),
-            kind,
+            kind: AnomalyKind::PaidTwice,
             event_id: event.id.clone(),
             payment: source,
             earlier,
-        });
-        report.anomalies.push(kind);
+        };
+        effects.anomalies.push(anomaly.clone());
+        report.anomalies.push(anomaly);
     }
 
     /// Records the session's PaymentIntent link (the first link wins: Stripe

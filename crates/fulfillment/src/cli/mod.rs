@@ -10,7 +10,8 @@ mod tools;
 
 pub use services::{ReceiverArgs, ReceiverCmd, ServeArgs, WorkerArgs, WorkerCmd};
 pub use tools::{
-    DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd, SendEventCmd,
+    CustomOutcomeArg, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction,
+    OrdersCmd, SendCustomPaymentCmd, SendEventCmd,
 };
 
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub enum Command {
     Events(EventsCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
+    /// Signs and POSTs a realistic custom-payment report to /payments/custom, for demos and smoke tests.
+    SendCustomPayment(SendCustomPaymentCmd),
 }
 
 #[derive(Debug, Clone, Args)]
