@@ -154,6 +154,13 @@ impl ReceiverArgs {
                 "STRIPE_WEBHOOK_SECRET is required (one or more endpoint secrets, comma-separated)"
             )
         })?;
+        if let Some(custom) = &self.custom_payment_secret
+            && custom.overlaps(&secrets)
+        {
+            // Whoever holds the webhook secret (Stripe) could then report
+            // payments, and the other way round.
+            anyhow::bail!("CUSTOM_PAYMENT_SECRET: must differ from every STRIPE_WEBHOOK_SECRET");
+        }
         if self.max_inflight_body_bytes < self.max_body_bytes.get() {
             anyhow::bail!(
                 "MAX_INFLIGHT_BODY_BYTES: must be at least MAX_BODY_BYTES ({}), or no full-size body could ever be read",
