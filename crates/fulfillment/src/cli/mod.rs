@@ -10,8 +10,8 @@ mod tools;
 
 pub use services::{ReceiverArgs, ReceiverCmd, ServeArgs, WorkerArgs, WorkerCmd};
 pub use tools::{
-    DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd, ReconcileCmd,
-    SendEventCmd,
+    CustomOutcomeArg, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction,
+    OrdersCmd, ReconcileCmd, SendCustomPaymentCmd, SendEventCmd,
 };
 
 use std::net::SocketAddr;
@@ -81,6 +81,8 @@ pub enum Command {
     SendEvent(SendEventCmd),
     /// Lists events from Stripe's Events API (by default the handled types Stripe has not delivered) and publishes those never processed, oldest first.
     Reconcile(ReconcileCmd),
+    /// Signs and POSTs a realistic custom-payment report to /payments/custom, for demos and smoke tests.
+    SendCustomPayment(SendCustomPaymentCmd),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,5 +205,33 @@ mod tests {
         assert!(args.reconcile.lookback.reconcile_lookback > Duration::ZERO);
         let shown = format!("{:?}", args.amqp);
         assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
+    }
+
+    #[test]
+    fn the_custom_payment_secret_must_not_be_a_webhook_secret() {
+        let parse = |custom: &str| {
+            let cli = Cli::try_parse_from([
+                "fulfillment",
+                "receiver",
+                "--stripe-webhook-secret",
+                "whsec_a,whsec_b",
+                "--custom-payment-secret",
+                custom,
+            ])
+            .expect("parses");
+            let Command::Receiver(cmd) = cli.command else {
+                panic!("receiver");
+            };
+            cmd.receiver
+        };
+        let shared = parse("cps_x,whsec_b").validate().unwrap_err().to_string();
+        assert!(shared.starts_with("CUSTOM_PAYMENT_SECRET:"), "{shared}");
+        assert!(
+            !shared.contains("whsec_b"),
+            "never echoes a secret: {shared}"
+        );
+        let own = parse("cps_x");
+        assert!(own.validate().is_ok());
+        assert!(own.custom_payment_verifier().is_some());
     }
 }
