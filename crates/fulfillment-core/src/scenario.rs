@@ -1,13 +1,15 @@
 //! Random scenarios of Stripe events for property tests (feature `scenarios`):
 //! orders with one or more Checkout Sessions, their events and PaymentIntents,
-//! delivered in any order with duplicates, plus an independent oracle of the
-//! end status. Shared by the core's property tests and the store-vs-Model test
+//! and custom-payment reports for the same orders (some guaranteed, some
+//! failed, sometimes two), delivered in any order with duplicates, plus an
+//! independent oracle of the end status and of the double payments. Shared by the core's property tests and the store-vs-Model test
 //! of the `fulfillment` crate, so both draw from the same distribution.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use crate::custom::{self, CustomOutcome, CustomPaymentReport};
 use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
 use crate::status::{OrderStatus, PaymentStatus};
 
@@ -16,17 +18,22 @@ fn event(id: &str, kind: EventKind) -> OrderEvent {
         id: id.to_owned(),
         event_type: kind.event_type().to_owned(),
         created: 1_700_000_000,
+        account: None,
         kind,
     }
 }
 
-/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`.
+/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`
+/// (for a custom-payment report: its envelope, as the receiver publishes it).
 pub fn body(event: &OrderEvent) -> Vec<u8> {
     let object = match &event.kind {
+        EventKind::CustomPayment(report) => {
+            return custom::envelope(&report.to_json(), &report.id, event.created);
+        }
         EventKind::PaymentIntentSucceeded(pi) => payment_intent(pi),
         kind => session(kind.session().expect("every other kind is a session")),
     };
-    let envelope = json!({
+    let mut envelope = json!({
         "id": event.id,
         "object": "event",
         "type": event.event_type,
@@ -34,6 +41,9 @@ pub fn body(event: &OrderEvent) -> Vec<u8> {
         "livemode": object["livemode"],
         "data": { "object": object },
     });
+    if let Some(account) = &event.account {
+        envelope["account"] = json!(account);
+    }
     serde_json::to_vec(&envelope).expect("JSON values serialise")
 }
 
@@ -75,6 +85,18 @@ pub struct OrderSpec {
     pub named_by_session: bool,
     pub sessions: Vec<SessionSpec>,
     pub livemode: bool,
+    /// The order is sold by a Connect account: its Stripe events carry
+    /// `account` (`acct_{k}`); its custom-payment reports do not.
+    pub connect: bool,
+    /// Custom-payment reports for this order (each with its own id).
+    pub custom: Vec<CustomSpec>,
+}
+
+/// One custom-payment report.
+#[derive(Clone, Debug)]
+pub struct CustomSpec {
+    pub outcome: CustomOutcome,
+    pub shows_email: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -116,19 +138,54 @@ impl OrderSpec {
         }
     }
 
+    /// The Connect account of the order's Stripe events, if any.
+    pub fn account(&self, k: usize) -> Option<String> {
+        self.connect.then(|| format!("acct_{k}"))
+    }
+
     pub fn events(&self, k: usize) -> Vec<OrderEvent> {
         let mut events = Vec::new();
+        let stripe_event = |id: String, kind| OrderEvent {
+            account: self.account(k),
+            ..event(&id, kind)
+        };
         for (j, session) in self.sessions.iter().enumerate() {
             for (i, spec) in session.events.iter().enumerate() {
                 let kind = self.session_kind(k, j, spec);
-                events.push(event(&format!("evt_{k}_{j}_{i}"), kind));
+                events.push(stripe_event(format!("evt_{k}_{j}_{i}"), kind));
             }
             if let Some(intent) = &session.intent {
                 let kind = self.intent_kind(k, j, intent);
-                events.push(event(&format!("evt_{k}_{j}_pi"), kind));
+                events.push(stripe_event(format!("evt_{k}_{j}_pi"), kind));
             }
         }
+        for (i, spec) in self.custom.iter().enumerate() {
+            let report = self.custom_report(k, i, spec);
+            events.push(event(
+                &report.event_id(),
+                EventKind::CustomPayment(Box::new(report)),
+            ));
+        }
         events
+    }
+
+    /// Amount, currency and email as the first PaymentIntent's, so that an
+    /// order paid both ways (an anomaly) still converges to one row in the
+    /// tests; what happens when they disagree is the documented "first fills".
+    pub fn custom_report(&self, k: usize, i: usize, spec: &CustomSpec) -> CustomPaymentReport {
+        CustomPaymentReport {
+            id: format!("cpay_{k}_{i}"),
+            order_id: self.order_id(k),
+            outcome: spec.outcome,
+            amount: amount(k, 0) + 1,
+            currency: "eur".to_owned(),
+            custom_payment_method_type: "cpmt_test".to_owned(),
+            payment_reference: format!("psp_{k}_{i}"),
+            initiated_at: 1_700_000_000,
+            completed_at: 1_700_000_060,
+            customer_email: spec.shows_email.then(|| format!("r{k}@example.com")),
+            stripe_customer: None,
+        }
     }
 
     pub fn session_kind(&self, k: usize, j: usize, spec: &SessionEventSpec) -> EventKind {
@@ -190,7 +247,27 @@ impl OrderSpec {
                 targets.push(OrderStatus::Paid);
             }
         }
+        targets.extend(self.custom.iter().map(|c| c.outcome.target_status()));
         targets.into_iter().max()
+    }
+
+    /// Independent oracle of double payments: Stripe (any paying event that
+    /// reaches the order) counts once, each guaranteed report once; every
+    /// payment after the first is an anomaly.
+    pub fn expected_anomalies(&self, k: usize) -> usize {
+        let stripe_paid = self.sessions.iter().enumerate().any(|(j, session)| {
+            session.intent_matchable()
+                || session
+                    .events
+                    .iter()
+                    .any(|spec| self.session_kind(k, j, spec).target_status() == OrderStatus::Paid)
+        });
+        let custom_paid = self
+            .custom
+            .iter()
+            .filter(|c| c.outcome == CustomOutcome::Guaranteed)
+            .count();
+        (usize::from(stripe_paid) + custom_paid).saturating_sub(1)
     }
 }
 
@@ -266,17 +343,42 @@ pub fn session_spec() -> impl Strategy<Value = SessionSpec> {
     })
 }
 
+pub fn custom_spec() -> impl Strategy<Value = CustomSpec> {
+    let outcome = prop_oneof![
+        2 => Just(CustomOutcome::Guaranteed),
+        1 => Just(CustomOutcome::Failed),
+    ];
+    (outcome, any::<bool>()).prop_map(|(outcome, shows_email)| CustomSpec {
+        outcome,
+        shows_email,
+    })
+}
+
+/// Most orders are Stripe-only; one in three also gets one or two reports.
+pub fn custom_specs() -> impl Strategy<Value = Vec<CustomSpec>> {
+    prop_oneof![
+        2 => Just(Vec::new()),
+        1 => vec(custom_spec(), 1..=2),
+    ]
+}
+
 pub fn order_spec(max_sessions: usize) -> impl Strategy<Value = OrderSpec> {
     (
         any::<bool>(),
         vec(session_spec(), 1..=max_sessions),
         any::<bool>(),
+        custom_specs(),
+        any::<bool>(),
     )
-        .prop_map(|(named_by_session, sessions, livemode)| OrderSpec {
-            named_by_session,
-            sessions,
-            livemode,
-        })
+        .prop_map(
+            |(named_by_session, sessions, livemode, custom, connect)| OrderSpec {
+                named_by_session,
+                sessions,
+                livemode,
+                connect,
+                custom,
+            },
+        )
 }
 
 /// The orders, their events in canonical order, and a delivery of those events: each

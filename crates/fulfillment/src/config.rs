@@ -91,6 +91,52 @@ pub fn webhook_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, Str
     stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| e.to_string())
 }
 
+/// `STRIPE_API_KEY`: a secret or restricted key; its `Debug` hides it.
+pub fn stripe_api_key(s: &str) -> Result<stripe_api::ApiKey, String> {
+    stripe_api::ApiKey::new(s)
+}
+
+/// `STRIPE_API_BASE`: https, or plain http to a loopback address (a
+/// stand-in): the key is sent with every request.
+pub fn stripe_api_base(s: &str) -> Result<stripe_api::ApiBase, String> {
+    stripe_api::ApiBase::parse(s)
+}
+
+/// `STRIPE_API_VERSION`: what Stripe reads from `Stripe-Version`.
+pub fn stripe_api_version(s: &str) -> Result<String, String> {
+    let date = s.split('.').next().unwrap_or("");
+    let shaped = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shaped || s.chars().any(char::is_whitespace) {
+        return Err("must be a Stripe API version such as 2026-07-29.dahlia".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// `STRIPE_API_RATE`: requests per second, positive (fractions allowed).
+pub fn stripe_api_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 10_000.0 => Ok(rate),
+        _ => Err("must be a number of requests per second above 0 (at most 10000)".into()),
+    }
+}
+
+/// `CUSTOM_PAYMENT_SECRET`: one or more secrets, none empty (the same rule
+/// as the webhook's, in words about this setting).
+pub fn custom_payment_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, String> {
+    use stripe_webhook_signature::SecretsError;
+    stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| match e {
+        SecretsError::Empty => "no secret given (unset it to turn the endpoint off)".to_owned(),
+        SecretsError::EmptyEntry => "empty entry in the secret list".to_owned(),
+    })
+}
+
 /// A secret given as is (e.g. the one `send-event` signs with).
 pub fn secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(s))
@@ -142,6 +188,52 @@ pub fn interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A job that runs every so often, or not at all (`0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    Off,
+    Every(Duration),
+}
+
+impl Schedule {
+    pub fn interval(self) -> Option<Duration> {
+        match self {
+            Schedule::Off => None,
+            Schedule::Every(d) => Some(d),
+        }
+    }
+}
+
+/// `RECONCILE_INTERVAL`: a duration, or `0` for off.
+pub fn schedule(s: &str) -> Result<Schedule, String> {
+    // The contract's spelling of "off" is a bare 0, which has no unit.
+    if s.trim() == "0" {
+        return Ok(Schedule::Off);
+    }
+    let d = fulfillment_core::upkeep::parse_duration(s)?;
+    if d.is_zero() {
+        return Ok(Schedule::Off);
+    }
+    interval(s).map(Schedule::Every)
+}
+
+/// A moment in RFC 3339 (`2026-11-20T00:00:00Z`), as Unix seconds.
+pub fn moment(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| "must be an RFC 3339 time such as 2026-11-20T00:00:00Z".into())
+}
+
+/// The end of a window: an RFC 3339 moment, or a duration ago (`2h`).
+pub fn bound(s: &str) -> Result<fulfillment_core::reconcile::Bound, String> {
+    use fulfillment_core::reconcile::Bound;
+    moment(s).map(Bound::At).or_else(|_| {
+        fulfillment_core::upkeep::parse_duration(s)
+            .map(Bound::Ago)
+            .map_err(|_| "must be an RFC 3339 time or a duration ago (e.g. 2h)".into())
+    })
+}
+
 /// `RETENTION_DAYS`, `OUTBOX_RETENTION_DAYS`: positive days, fractions allowed.
 pub fn days(s: &str) -> Result<Duration, String> {
     fulfillment_core::upkeep::parse_days(s)
@@ -179,6 +271,43 @@ mod tests {
             Ok(NonZeroUsize::new(7).unwrap())
         );
         assert!(at_least_one::<NonZeroUsize>("seven").is_err());
+    }
+
+    #[test]
+    fn reconcile_settings() {
+        use fulfillment_core::reconcile::Bound;
+        assert_eq!(schedule("0"), Ok(Schedule::Off));
+        assert_eq!(schedule("0s"), Ok(Schedule::Off));
+        assert_eq!(
+            schedule("10m"),
+            Ok(Schedule::Every(Duration::from_secs(600)))
+        );
+        assert!(schedule("1ms").is_err());
+        assert_eq!(moment("1970-01-01T00:01:00Z"), Ok(60));
+        assert_eq!(
+            moment("2026-11-20T01:00:00+01:00"),
+            moment("2026-11-20T00:00:00Z")
+        );
+        assert!(moment("yesterday").is_err());
+        assert_eq!(bound("1970-01-01T00:00:10Z"), Ok(Bound::At(10)));
+        assert_eq!(bound("2h"), Ok(Bound::Ago(Duration::from_secs(7200))));
+        assert!(bound("soon").is_err());
+    }
+
+    #[test]
+    fn stripe_settings() {
+        let key = stripe_api_key("sk_live_hunter2").unwrap();
+        assert!(!format!("{key:?}").contains("hunter2"));
+        assert!(stripe_api_key("").is_err());
+        assert!(stripe_api_base("http://api.stripe.com").is_err());
+        assert!(stripe_api_base("http://127.0.0.1:1234").is_ok());
+        assert!(stripe_api_version("2026-07-29.dahlia").is_ok());
+        assert!(stripe_api_version("2020-08-27").is_ok());
+        assert!(stripe_api_version("latest").is_err());
+        assert_eq!(stripe_api_rate("2.5"), Ok(2.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast"] {
+            assert!(stripe_api_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

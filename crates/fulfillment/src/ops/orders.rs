@@ -1,11 +1,13 @@
 //! `orders show`: an order's row, every event recorded for it with its
-//! outcome, its transitions, its outbox messages and its parked events.
+//! outcome, its transitions, its outbox messages, its parked events, and
+//! its payments (`payments.rs`: method, custom reports, anomalies).
 
 use std::io::Write;
 
 use serde::Serialize;
 use sqlx::Connection;
 
+use super::payments::{PaymentStory, payment_story, print_payment_method, print_payments};
 use super::{ParkedLine, opt, parked_line, read_only};
 
 #[derive(Debug, Serialize)]
@@ -16,6 +18,8 @@ pub struct OrderStory {
     pub transitions: Vec<TransitionLine>,
     pub messages: Vec<MessageLine>,
     pub parked: Vec<ParkedLine>,
+    #[serde(flatten)]
+    pub payments: PaymentStory,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -28,6 +32,8 @@ pub struct OrderRow {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
+    /// The Connect account of the order's Stripe events, if any.
+    pub account: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -67,7 +73,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     let mut tx = conn.begin().await?;
     let row: Option<OrderRow> = sqlx::query_as(concat!(
         "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode, ",
+         customer_email, livemode, account, ",
         ts!("created_at"),
         " AS created_at, ",
         ts!("updated_at"),
@@ -124,6 +130,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     .bind(&order.payment_intent_id)
     .fetch_all(&mut *tx)
     .await?;
+    let payments = payment_story(&mut tx, order_id).await?;
     tx.rollback().await.ok();
     Ok(Some(OrderStory {
         order,
@@ -131,6 +138,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
         transitions,
         messages,
         parked,
+        payments,
     }))
 }
 
@@ -154,7 +162,11 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
         "  payment intent:    {}",
         opt(&o.order.payment_intent_id)
     )?;
+    print_payment_method(&o.payments, out)?;
     writeln!(out, "  livemode:          {}", o.order.livemode)?;
+    if let Some(account) = &o.order.account {
+        writeln!(out, "  connect account:   {account}")?;
+    }
     writeln!(out, "  created:           {}", o.order.created_at)?;
     writeln!(out, "  updated:           {}", o.order.updated_at)?;
     writeln!(out, "\nevents ({}):", o.events.len())?;
@@ -208,5 +220,5 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
             writeln!(out, "  {}", parked_line(p))?;
         }
     }
-    Ok(())
+    print_payments(&o.payments, out)
 }
