@@ -350,6 +350,11 @@ for svc in receiver worker-1 worker-2; do
 done
 docker inspect "$(cid receiver)" "$(cid worker-1)" "$(cid worker-2)" >"$RUN/inspect.json"
 "$PY" deploy/smoke/check_settings.py runtime "$RUN/inspect.json" "$RUN/env" >&2
+# Without its optional secret the custom-payment endpoint is off (contract
+# 8.2: 404), and the stack runs all the same.
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST -d '{}' "$(url receiver 8080)/payments/custom")
+[ "$code" = 404 ] || fail "POST /payments/custom without CUSTOM_PAYMENT_SECRET answered $code, not 404"
+log "POST /payments/custom: 404, off without its optional secret"
 phase "signed event -> paid -> order.paid"
 
 # ---------------------------------------------------------------- one event
