@@ -315,11 +315,12 @@ check_binary() {
   where=$(addr2line -e "$RUN/fulfillment.debug" "0x$addr")
   [[ $where == *crates/fulfillment/src/main.rs:* ]] || fail "addr2line with the debug file: $where"
 
-  BIN_BYTES=$(stat -c %s "$RUN/fulfillment")
-  DEBUG_BYTES=$(stat -c %s "$RUN/fulfillment.debug")
-  IMAGE_BYTES=$(docker image inspect -f '{{.Size}}' "$img")
-  log "image $((IMAGE_BYTES / 1000000)) MB; binary $((BIN_BYTES / 1000000)) MB (symbols, no debug info);" \
-    "fulfillment.debug $((DEBUG_BYTES / 1000000)) MB outside the image; main -> ${where##*/}"
+  strip -o "$RUN/fulfillment.stripped" "$RUN/fulfillment"
+  mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+  log "image $(mb "$(docker image inspect -f '{{.Size}}' "$img")");" \
+    "binary $(mb "$(stat -c %s "$RUN/fulfillment")") (no debug info; fully stripped" \
+    "$(mb "$(stat -c %s "$RUN/fulfillment.stripped")")); fulfillment.debug" \
+    "$(mb "$(stat -c %s "$RUN/fulfillment.debug")") outside the image; main -> ${where##*/}"
 }
 check_binary
 phase "compose up (until migrate done)"
