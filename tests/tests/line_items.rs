@@ -57,7 +57,12 @@ fn as_json(message: &fulfillment_tests::amqp::BasicGetMessage) -> Value {
 async fn collect_paid(tap: &Tap, want: usize, within: Duration) -> Vec<Value> {
     let deadline = Instant::now() + within;
     let mut all = Vec::new();
-    while all.iter().filter(|m: &&Value| m["type"] == "order.paid").count() < want {
+    while all
+        .iter()
+        .filter(|m: &&Value| m["type"] == "order.paid")
+        .count()
+        < want
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match tap.next(left.max(Duration::from_millis(1))).await {
             Some(m) => all.push(as_json(&m)),
@@ -69,7 +74,10 @@ async fn collect_paid(tap: &Tap, want: usize, within: Duration) -> Vec<Value> {
 }
 
 fn paid_only(messages: &[Value]) -> Vec<&Value> {
-    messages.iter().filter(|m| m["type"] == "order.paid").collect()
+    messages
+        .iter()
+        .filter(|m| m["type"] == "order.paid")
+        .collect()
 }
 
 async fn metric(svc: &Service, series: &str) -> f64 {
@@ -87,7 +95,10 @@ async fn wait_metric(svc: &Service, series: &str, want: f64) {
         if now == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{series} is {now}, wanted {want}");
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {now}, wanted {want}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -125,7 +136,11 @@ fn assert_items(message: &Value, order: &str, n: usize) {
 async fn every_page_of_a_connect_orders_line_items_arrives_on_order_paid() {
     let stripe = StandIn::start();
     // 250 lines: three pages of at most 100.
-    stripe.set_line_items(&session("ord_li_many"), Some("acct_li"), items("ord_li_many", 250));
+    stripe.set_line_items(
+        &session("ord_li_many"),
+        Some("acct_li"),
+        items("ord_li_many", 250),
+    );
     let (env, svc, tap) = pipeline(&stripe.settings()).await;
     let db = connect(&env.database_url()).await;
 
@@ -163,7 +178,11 @@ async fn every_page_of_a_connect_orders_line_items_arrives_on_order_paid() {
     );
 
     assert_eq!(
-        count(&db, "SELECT count(*) FROM order_line_items WHERE order_id = 'ord_li_many'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM order_line_items WHERE order_id = 'ord_li_many'"
+        )
+        .await,
         250
     );
     assert_eq!(count(&db, "SELECT count(*) FROM line_item_jobs").await, 0);
@@ -175,7 +194,10 @@ async fn every_page_of_a_connect_orders_line_items_arrives_on_order_paid() {
     let (ok, out) = cli(&env, &["orders", "show", "ord_li_many"], &[]);
     assert!(ok, "{out}");
     assert!(out.contains("line items (250):"), "{out}");
-    assert!(out.contains("3 x Item 2  1500 eur  price price_2  product prod_2"), "{out}");
+    assert!(
+        out.contains("3 x Item 2  1500 eur  price price_2  product prod_2"),
+        "{out}"
+    );
     let (ok, out) = cli(&env, &["orders", "show", "ord_li_many", "--json"], &[]);
     assert!(ok, "{out}");
     let story: Value = serde_json::from_str(&out).unwrap();
@@ -248,10 +270,16 @@ async fn a_stripe_outage_during_a_burst_delays_order_paid_and_loses_none() {
     }
     assert_eq!(count(&db, "SELECT count(*) FROM line_item_jobs").await, 0);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await,
+        count(
+            &db,
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        .await,
         0
     );
-    assert!(metric(&svc, "fulfillment_line_items_total{outcome=\"retried\"}").await >= ORDERS as f64);
+    assert!(
+        metric(&svc, "fulfillment_line_items_total{outcome=\"retried\"}").await >= ORDERS as f64
+    );
     wait_metric(&svc, "fulfillment_line_items_pending", 0.0).await;
     assert!(svc.logs().contains("order.paid waits and is retried"));
 }
@@ -291,11 +319,18 @@ async fn the_rate_budget_holds_under_a_burst_of_paid_orders() {
         most_in_any_window(&calls, Duration::from_secs(1))
     );
     let most = most_in_any_window(&calls, Duration::from_millis(950));
-    assert!(most <= RATE, "{most} calls within 950 ms at STRIPE_API_RATE={RATE}");
+    assert!(
+        most <= RATE,
+        "{most} calls within 950 ms at STRIPE_API_RATE={RATE}"
+    );
     let first = calls.iter().map(|c| c.started).min().unwrap();
     let last = calls.iter().map(|c| c.started).max().unwrap();
     let floor = Duration::from_millis(((ORDERS - 1) * 1000 / RATE) as u64 - 300);
-    assert!(last - first >= floor, "{:?} for {ORDERS} calls", last - first);
+    assert!(
+        last - first >= floor,
+        "{:?} for {ORDERS} calls",
+        last - first
+    );
 }
 
 #[tokio::test]
@@ -416,7 +451,11 @@ async fn a_session_stripe_does_not_know_is_kept_for_a_person() {
         WAIT,
     )
     .await;
-    assert_eq!(stripe.requests_to(LINE_ITEMS).len(), 1, "a final answer is not retried");
+    assert_eq!(
+        stripe.requests_to(LINE_ITEMS).len(),
+        1,
+        "a final answer is not retried"
+    );
     assert!(paid_only(&collect_paid(&tap, 1, QUIET).await).is_empty());
     wait_metric(&svc, "fulfillment_line_items_held", 1.0).await;
     assert_eq!(
@@ -433,7 +472,11 @@ async fn a_session_stripe_does_not_know_is_kept_for_a_person() {
 
     // A person fixes the cause (here: the session appears), then retries.
     stripe.set_line_items(&session("ord_404"), None, items("ord_404", 2));
-    let (ok, out) = cli(&env, &["orders", "retry-line-items", "ord_404", "ord_nope"], &[]);
+    let (ok, out) = cli(
+        &env,
+        &["orders", "retry-line-items", "ord_404", "ord_nope"],
+        &[],
+    );
     assert!(!ok, "an order with nothing held is an error: {out}");
     assert!(out.contains("retrying line items of ord_404"), "{out}");
     let messages = collect_paid(&tap, 1, WAIT).await;

@@ -105,6 +105,7 @@ mod tests {
             event_id: "evt_1".into(),
             payment_method: PaymentMethod::Stripe,
             occurred_at: "2026-01-01T00:00:00Z".into(),
+            account: None,
             line_items: None,
         }
     }

@@ -14,6 +14,8 @@ pub struct Claimed {
     pub order_id: String,
     pub message_id: String,
     pub session_id: String,
+    /// The order's Connect account, for `Stripe-Account` (its session lives there).
+    pub account: Option<String>,
     pub attempts: i32,
 }
 
@@ -44,7 +46,8 @@ pub async fn claim(
          FROM (SELECT order_id FROM line_item_jobs WHERE state = 'pending' AND next_attempt_at <= now() \
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
          WHERE j.order_id = due.order_id \
-         RETURNING j.order_id, j.message_id, j.checkout_session_id, j.attempts",
+         RETURNING j.order_id, j.message_id, j.checkout_session_id, j.attempts, \
+         (SELECT account FROM orders o WHERE o.order_id = j.order_id) AS account",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
@@ -56,34 +59,10 @@ pub async fn claim(
             order_id: row.get("order_id"),
             message_id: row.get("message_id"),
             session_id: row.get("checkout_session_id"),
+            account: row.get("account"),
             attempts: row.get("attempts"),
         })
         .collect())
-}
-
-/// The Connect account the order's events came from, if any, for
-/// `Stripe-Account`: read from the order's stored events (the first that
-/// names one). A bridge until orders record their `account` themselves
-/// (contract 8.3, issue 11 part 3); an event past `RETENTION_DAYS` is gone,
-/// and its order is then asked about on the platform account.
-pub async fn account(pool: &PgPool, order_id: &str) -> Result<Option<String>, sqlx::Error> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(default)]
-        account: Option<String>,
-    }
-    let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT body FROM processed_events WHERE order_id = $1 AND body IS NOT NULL \
-         ORDER BY received_at NULLS LAST, event_id",
-    )
-    .bind(order_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(bodies.iter().find_map(|body| {
-        serde_json::from_slice::<Head>(body)
-            .ok()
-            .and_then(|head| head.account)
-    }))
 }
 
 /// In one transaction: deletes the job (if this claim still holds it),

@@ -94,14 +94,7 @@ impl Enricher {
     }
 
     async fn enrich(&self, job: &Claimed) {
-        let fetched = match jobs::account(&self.pool, &job.order_id).await {
-            Ok(account) => self.fetch(&job.session_id, account.as_deref()).await,
-            Err(e) => {
-                // The lease brings it back.
-                warn!(order_id = %job.order_id, error = %e, "line items: could not read the order's account");
-                return;
-            }
-        };
+        let fetched = self.fetch(&job.session_id, job.account.as_deref()).await;
         let result = match judge(fetched) {
             Verdict::Fetched(items) => self.release(job, &items).await,
             Verdict::Retry(why) => self.retry(job, &why).await,
