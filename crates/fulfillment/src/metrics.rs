@@ -69,6 +69,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for kind in fulfillment_core::AnomalyKind::ALL {
         metrics::counter!(ORDER_ANOMALIES_TOTAL, "kind" => kind.label()).absolute(0);
     }
+    for outcome in crate::line_items::Outcome::ALL {
+        metrics::counter!(LINE_ITEMS_TOTAL, "outcome" => outcome.label()).absolute(0);
+    }
     Ok(handle)
 }
 

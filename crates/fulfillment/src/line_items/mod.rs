@@ -53,6 +53,34 @@ const LEASE: Duration = Duration::from_secs(150);
 /// the wake-up new jobs send.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// What one fetch came to, as `fulfillment_line_items_total{outcome}`
+/// counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Items stored, message released.
+    Fetched,
+    /// Tried again later.
+    Retried,
+    /// Kept for a person.
+    Held,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Fetched, Outcome::Retried, Outcome::Held];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Fetched => "fetched",
+            Outcome::Retried => "retried",
+            Outcome::Held => "held",
+        }
+    }
+
+    fn count(self) {
+        metrics::counter!(m::LINE_ITEMS_TOTAL, "outcome" => self.label()).increment(1);
+    }
+}
+
 pub struct Enricher {
     pub pool: PgPool,
     pub stripe: stripe_api::Client,
@@ -122,7 +150,7 @@ impl Enricher {
     ) -> Result<(), sqlx::Error> {
         match jobs::close_fetched(&self.pool, job, items).await? {
             Closed::Released => {
-                metrics::counter!(m::LINE_ITEMS_TOTAL, "outcome" => "fetched").increment(1);
+                Outcome::Fetched.count();
                 info!(order_id = %job.order_id, items = items.len(), attempts = job.attempts, "line items fetched; order.paid released");
             }
             Closed::ClaimLost => {
@@ -136,7 +164,7 @@ impl Enricher {
     async fn retry(&self, job: &Claimed, why: &str) -> Result<(), sqlx::Error> {
         let delay = retry_delay(job.attempts.unsigned_abs());
         if jobs::retry_later(&self.pool, job, delay, why).await? {
-            metrics::counter!(m::LINE_ITEMS_TOTAL, "outcome" => "retried").increment(1);
+            Outcome::Retried.count();
             warn!(order_id = %job.order_id, session = %job.session_id, attempts = job.attempts, retry_in = ?delay, error = why, "line items: fetch failed; order.paid waits and is retried");
         }
         Ok(())
@@ -144,7 +172,7 @@ impl Enricher {
 
     async fn hold(&self, job: &Claimed, why: &str) -> Result<(), sqlx::Error> {
         if jobs::hold(&self.pool, job, why).await? {
-            metrics::counter!(m::LINE_ITEMS_TOTAL, "outcome" => "held").increment(1);
+            Outcome::Held.count();
             error!(order_id = %job.order_id, session = %job.session_id, error = why, "line items: Stripe's answer is final; order.paid is kept for a person (see `fulfillment orders show`, then `orders retry-line-items`)");
         }
         Ok(())
