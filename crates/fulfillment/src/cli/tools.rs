@@ -39,6 +39,15 @@ pub enum OrdersAction {
         #[arg(long)]
         json: bool,
     },
+    /// Fetches line items again for order.paid messages held for a person (after fixing what Stripe refused); prints the orders.
+    RetryLineItems {
+        /// Every held order.
+        #[arg(long, conflicts_with = "order_ids")]
+        all: bool,
+        /// Orders to retry.
+        #[arg(required_unless_present = "all")]
+        order_ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
