@@ -19,6 +19,8 @@
 //! - [`db`]: reading and waiting on the service's database.
 //! - [`events`]: realistic Stripe events from `fulfillment_core::sample`.
 //! - [`proxy`]: a TCP proxy that can cut one service off the broker.
+//! - [`stripe`]: a stand-in for Stripe's API (events, line items, payment
+//!   records, idempotency, scripted failures and outages, a request log).
 
 pub mod amqp;
 pub mod db;
@@ -27,6 +29,7 @@ pub mod events;
 pub mod http;
 pub mod proxy;
 pub mod service;
+pub mod stripe;
 
 pub use env::TestEnv;
 pub use events::checkout_completed;

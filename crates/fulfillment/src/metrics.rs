@@ -34,6 +34,7 @@ pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_to
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
 pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
+pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -175,6 +176,10 @@ fn describe() {
     describe_counter!(
         ORDER_ANOMALIES_TOTAL,
         "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
+    );
+    describe_counter!(
+        STRIPE_API_REQUESTS_TOTAL,
+        "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,
