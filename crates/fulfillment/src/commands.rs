@@ -89,7 +89,12 @@ async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
 }
 
 async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
-    let OrdersAction::Show { order_id, json } = args.action;
+    let (order_id, json) = match args.action {
+        OrdersAction::Show { order_id, json } => (order_id, json),
+        OrdersAction::RetryRecord { order_id } => {
+            return retry_record(args.database.database_url.expose(), &order_id).await;
+        }
+    };
     let story = ops::order_story(args.database.database_url.expose(), &order_id)
         .await?
         .with_context(|| format!("no order {order_id:?}"))?;
@@ -99,6 +104,22 @@ async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
         writeln!(out)?;
     } else {
         ops::print_order(&story, &mut out)?;
+    }
+    Ok(())
+}
+
+/// `orders retry-record`: refused Payment Record jobs of the order go back
+/// to the reporter (a worker with STRIPE_API_KEY) with a new key.
+async fn retry_record(database_url: &str, order_id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let sent = crate::records::retry_refused(&pool, order_id).await?;
+    if sent.is_empty() {
+        anyhow::bail!(
+            "order {order_id:?} has no Payment Record that Stripe refused (see fulfillment orders show {order_id})"
+        );
+    }
+    for report_id in &sent {
+        println!("{report_id}: queued again for Stripe (new idempotency key)");
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod receiver;
+pub mod records;
 pub mod relay;
 pub mod retry;
 pub mod send_event;

@@ -34,6 +34,8 @@ pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_to
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
 pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
+pub const PAYMENT_RECORDS_TOTAL: &str = "fulfillment_payment_records_total";
+pub const PAYMENT_RECORDS_REFUSED: &str = "fulfillment_payment_records_refused";
 pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
@@ -172,6 +174,14 @@ fn describe() {
     describe_counter!(
         CUSTOM_PAYMENTS_TOTAL,
         "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
+    );
+    describe_counter!(
+        PAYMENT_RECORDS_TOTAL,
+        "Custom payments reported to Stripe as Payment Records, by outcome: recorded, retried (no answer, 409, 429, 5xx: tried again later), refused (kept for a person)"
+    );
+    describe_gauge!(
+        PAYMENT_RECORDS_REFUSED,
+        "Payment Record jobs Stripe refused, waiting for a person (fulfillment orders retry-record)"
     );
     describe_counter!(
         ORDER_ANOMALIES_TOTAL,

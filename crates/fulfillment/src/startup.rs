@@ -24,7 +24,7 @@ use crate::cli::{
 use crate::health::{self, DbHealth};
 use crate::receiver::{self, Endpoints, Readiness, Receiver};
 use crate::shutdown::{self, Shutdown};
-use crate::{budget, db, dead_letters, http, metrics, relay, topology, upkeep, worker};
+use crate::{budget, db, dead_letters, http, metrics, records, relay, topology, upkeep, worker};
 
 /// Which parts of the pipeline this process runs, with their settings.
 pub struct Roles {
@@ -230,7 +230,7 @@ impl Started {
     ) -> anyhow::Result<DbHealth> {
         args.warn_about_short_retention();
         // One client for the process: its calls share one rate budget.
-        let _stripe = crate::stripe::client(stripe)?;
+        let stripe_client = crate::stripe::client(stripe)?;
         let pool = db::pool(
             database.database_url.expose(),
             args.database_max_connections,
@@ -271,6 +271,16 @@ impl Started {
             interval: args.retention_interval,
         };
         self.tasks.push(tokio::spawn(upkeep.run(stopping.clone())));
+        if let Some(client) = stripe_client {
+            // Custom payments become Payment Records, outside the worker's
+            // transactions (records.rs).
+            let reporter = records::Reporter {
+                pool: pool.clone(),
+                client,
+            };
+            self.tasks
+                .push(tokio::spawn(reporter.run(stopping.clone())));
+        }
         let relay = relay::Relay {
             pool: pool.clone(),
             publisher: Publisher::new(relay_link.clone(), amqp.confirm_timeout()),

@@ -28,13 +28,15 @@ pub struct OrdersCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum OrdersAction {
-    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events, payments and their Payment Records, anomalies.
     Show {
         order_id: String,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Sends the order's Payment Records that Stripe refused again (after the cause is fixed), with a new idempotency key.
+    RetryRecord { order_id: String },
 }
 
 #[derive(Debug, Args)]
