@@ -91,16 +91,6 @@ pub fn webhook_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, Str
     stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| e.to_string())
 }
 
-/// `CUSTOM_PAYMENT_SECRET`: one or more secrets, none empty (the same rule
-/// as the webhook's, in words about this setting).
-pub fn custom_payment_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, String> {
-    use stripe_webhook_signature::SecretsError;
-    stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| match e {
-        SecretsError::Empty => "no secret given (unset it to turn the endpoint off)".to_owned(),
-        SecretsError::EmptyEntry => "empty entry in the secret list".to_owned(),
-    })
-}
-
 /// `STRIPE_API_KEY`: a secret or restricted key; its `Debug` hides it.
 pub fn stripe_api_key(s: &str) -> Result<stripe_api::ApiKey, String> {
     stripe_api::ApiKey::new(s)
@@ -135,6 +125,16 @@ pub fn stripe_api_rate(s: &str) -> Result<f64, String> {
         Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 10_000.0 => Ok(rate),
         _ => Err("must be a number of requests per second above 0 (at most 10000)".into()),
     }
+}
+
+/// `CUSTOM_PAYMENT_SECRET`: one or more secrets, none empty (the same rule
+/// as the webhook's, in words about this setting).
+pub fn custom_payment_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, String> {
+    use stripe_webhook_signature::SecretsError;
+    stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| match e {
+        SecretsError::Empty => "no secret given (unset it to turn the endpoint off)".to_owned(),
+        SecretsError::EmptyEntry => "empty entry in the secret list".to_owned(),
+    })
 }
 
 /// A secret given as is (e.g. the one `send-event` signs with).

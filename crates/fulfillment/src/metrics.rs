@@ -32,11 +32,11 @@ pub const PARKED_EVENTS: &str = "fulfillment_parked_events";
 pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
 pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
+pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
 pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
 pub const PAYMENT_RECORDS_TOTAL: &str = "fulfillment_payment_records_total";
 pub const PAYMENT_RECORDS_REFUSED: &str = "fulfillment_payment_records_refused";
-pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -172,6 +172,10 @@ fn describe() {
         "Retention job runs, by outcome: done, skipped (another replica holds the lock), failed"
     );
     describe_counter!(
+        STRIPE_API_REQUESTS_TOTAL,
+        "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
+    );
+    describe_counter!(
         CUSTOM_PAYMENTS_TOTAL,
         "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
     );
@@ -186,10 +190,6 @@ fn describe() {
     describe_counter!(
         ORDER_ANOMALIES_TOTAL,
         "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
-    );
-    describe_counter!(
-        STRIPE_API_REQUESTS_TOTAL,
-        "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,
