@@ -92,6 +92,7 @@ mod model;
 mod order;
 mod payment;
 mod plan;
+pub mod reconcile;
 pub mod record;
 pub mod sample;
 #[cfg(feature = "scenarios")]

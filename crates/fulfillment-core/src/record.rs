@@ -240,6 +240,10 @@ pub struct PaymentRecordedMessage {
     pub amount: i64,
     pub currency: String,
     pub payment_method: PaymentMethod,
+    /// The Connect account the record was made in, like every message's
+    /// `account`: always `null`, because a report names no Connect account
+    /// and is recorded in the platform's own.
+    pub account: Option<String>,
     /// RFC 3339, UTC.
     pub occurred_at: String,
 }
@@ -260,6 +264,7 @@ impl PaymentRecordedMessage {
                 method_type: report.custom_payment_method_type.clone(),
                 payment_reference: report.payment_reference.clone(),
             },
+            account: None,
             occurred_at: rfc3339(now),
         }
     }
@@ -437,6 +442,7 @@ mod tests {
                 "amount": 4200,
                 "currency": "eur",
                 "payment_method": {"kind": "custom", "type": "cpmt_sample", "payment_reference": "psp_cpay_2"},
+                "account": null,
                 "occurred_at": "2026-01-01T00:00:00Z",
             })
         );

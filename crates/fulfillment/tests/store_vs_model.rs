@@ -133,7 +133,7 @@ struct Stored {
 async fn stored(pool: &PgPool) -> Stored {
     let rows = sqlx::query(
         "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, \
-         currency, customer_email, livemode FROM orders",
+         currency, customer_email, livemode, account FROM orders",
     )
     .fetch_all(pool)
     .await
@@ -151,6 +151,7 @@ async fn stored(pool: &PgPool) -> Stored {
                 currency: row.get("currency"),
                 customer_email: row.get("customer_email"),
                 livemode: row.get("livemode"),
+                account: row.get("account"),
             };
             (order.order_id.clone(), order)
         })
