@@ -94,6 +94,7 @@ mod order;
 mod payment;
 mod plan;
 pub mod reconcile;
+pub mod record;
 pub mod sample;
 #[cfg(feature = "scenarios")]
 pub mod scenario;

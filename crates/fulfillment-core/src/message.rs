@@ -166,7 +166,7 @@ fn order_key(order_id: &str) -> Cow<'_, str> {
 
 /// RFC 3339 in UTC. Formatting only fails before year 0, which no clock reports; the
 /// fallback keeps this function total instead of panicking in the worker.
-fn rfc3339(now: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(now: OffsetDateTime) -> String {
     now.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "0000-01-01T00:00:00Z".to_owned())

@@ -96,6 +96,9 @@ async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
         OrdersAction::RetryLineItems { all, order_ids } => {
             return retry_line_items(database_url, all, &order_ids).await;
         }
+        OrdersAction::RetryRecord { order_id } => {
+            return retry_record(database_url, &order_id).await;
+        }
     };
     let story = ops::order_story(database_url, &order_id)
         .await?
@@ -134,6 +137,22 @@ async fn retry_line_items(
     )?;
     if !not_held.is_empty() {
         anyhow::bail!("no held line items for {not_held:?} (see `fulfillment orders show`)");
+    }
+    Ok(())
+}
+
+/// `orders retry-record`: refused Payment Record jobs of the order go back
+/// to the reporter (a worker with STRIPE_API_KEY) with a new key.
+async fn retry_record(database_url: &str, order_id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let sent = crate::records::retry_refused(&pool, order_id).await?;
+    if sent.is_empty() {
+        anyhow::bail!(
+            "order {order_id:?} has no Payment Record that Stripe refused (see fulfillment orders show {order_id})"
+        );
+    }
+    for report_id in &sent {
+        println!("{report_id}: queued again for Stripe (new idempotency key)");
     }
     Ok(())
 }

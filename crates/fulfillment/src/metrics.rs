@@ -41,6 +41,8 @@ pub const LINE_ITEMS_TOTAL: &str = "fulfillment_line_items_total";
 pub const LINE_ITEMS_PENDING: &str = "fulfillment_line_items_pending";
 pub const LINE_ITEMS_HELD: &str = "fulfillment_line_items_held";
 pub const LINE_ITEMS_OLDEST_PENDING_SECONDS: &str = "fulfillment_line_items_oldest_pending_seconds";
+pub const PAYMENT_RECORDS_TOTAL: &str = "fulfillment_payment_records_total";
+pub const PAYMENT_RECORDS_REFUSED: &str = "fulfillment_payment_records_refused";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -193,6 +195,14 @@ fn describe() {
     describe_counter!(
         CUSTOM_PAYMENTS_TOTAL,
         "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
+    );
+    describe_counter!(
+        PAYMENT_RECORDS_TOTAL,
+        "Custom payments reported to Stripe as Payment Records, by outcome: recorded, retried (no answer, 409, 429, 5xx: tried again later), refused (kept for a person)"
+    );
+    describe_gauge!(
+        PAYMENT_RECORDS_REFUSED,
+        "Payment Record jobs Stripe refused, waiting for a person (fulfillment orders retry-record)"
     );
     describe_counter!(
         ORDER_ANOMALIES_TOTAL,

@@ -63,7 +63,8 @@ impl TestDb {
         self.runtime.block_on(async {
             sqlx::query(
                 "TRUNCATE orders, order_transitions, processed_events, payment_intent_links, \
-                 parked_events, outbox, custom_payments, order_payments, order_anomalies, line_item_jobs",
+                 parked_events, outbox, custom_payments, order_payments, order_anomalies, \
+                 line_item_jobs, payment_record_jobs",
             )
             .execute(&self.pool)
             .await

@@ -32,7 +32,7 @@ pub struct OrdersCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum OrdersAction {
-    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events, payments and their Payment Records, anomalies.
     Show {
         order_id: String,
         /// One JSON object instead of text.
@@ -48,6 +48,8 @@ pub enum OrdersAction {
         #[arg(required_unless_present = "all")]
         order_ids: Vec<String>,
     },
+    /// Sends the order's Payment Records that Stripe refused again (after the cause is fixed), with a new idempotency key.
+    RetryRecord { order_id: String },
 }
 
 #[derive(Debug, Args)]
