@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::event::OrderEvent;
+use crate::line_items::LineItem;
 use crate::order::{Order, Transition};
 use crate::payment::PaymentMethod;
 use crate::status::OrderStatus;
@@ -80,6 +81,11 @@ pub struct OrderMessage {
     pub payment_method: PaymentMethod,
     /// RFC 3339, UTC.
     pub occurred_at: String,
+    /// What was bought (contract 8.3): on `order.paid` of a Checkout order
+    /// when `STRIPE_API_KEY` is set, fetched from Stripe before the message
+    /// is published (`line_items.rs`). Absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_items: Option<Vec<LineItem>>,
 }
 
 impl OrderMessage {
@@ -106,6 +112,7 @@ impl OrderMessage {
             event_id: event.id.clone(),
             payment_method: event.kind.payment_method(),
             occurred_at: rfc3339(now),
+            line_items: None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::cli::{
     Command, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd,
 };
 use crate::startup::{Application, Roles};
-use crate::{backoff, db, dlq, ops, send_event, topology};
+use crate::{backoff, db, dlq, line_items, ops, send_event, topology};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -90,13 +90,17 @@ async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
 }
 
 async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
+    let database_url = args.database.database_url.expose();
     let (order_id, json) = match args.action {
         OrdersAction::Show { order_id, json } => (order_id, json),
         OrdersAction::RetryRecord { order_id } => {
-            return retry_record(args.database.database_url.expose(), &order_id).await;
+            return retry_record(database_url, &order_id).await;
+        }
+        OrdersAction::RetryLineItems { all, order_ids } => {
+            return retry_line_items(database_url, all, &order_ids).await;
         }
     };
-    let story = ops::order_story(args.database.database_url.expose(), &order_id)
+    let story = ops::order_story(database_url, &order_id)
         .await?
         .with_context(|| format!("no order {order_id:?}"))?;
     let mut out = std::io::stdout().lock();
@@ -121,6 +125,34 @@ async fn retry_record(database_url: &str, order_id: &str) -> anyhow::Result<()> 
     }
     for report_id in &sent {
         println!("{report_id}: queued again for Stripe (new idempotency key)");
+    }
+    Ok(())
+}
+
+/// Held line-item jobs back to pending, due now; says which, and which of
+/// the named orders had none held.
+async fn retry_line_items(
+    database_url: &str,
+    all: bool,
+    order_ids: &[String],
+) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let retried = line_items::retry_held(&pool, (!all).then_some(order_ids)).await?;
+    let mut out = std::io::stdout().lock();
+    for order_id in &retried {
+        writeln!(out, "retrying line items of {order_id}")?;
+    }
+    let not_held: Vec<&String> = order_ids
+        .iter()
+        .filter(|id| !retried.contains(id))
+        .collect();
+    writeln!(
+        out,
+        "{} order(s) retried; a worker with STRIPE_API_KEY fetches them now",
+        retried.len()
+    )?;
+    if !not_held.is_empty() {
+        anyhow::bail!("no held line items for {not_held:?} (see `fulfillment orders show`)");
     }
     Ok(())
 }

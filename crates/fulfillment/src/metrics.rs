@@ -39,6 +39,10 @@ pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
 pub const PAYMENT_RECORDS_TOTAL: &str = "fulfillment_payment_records_total";
 pub const PAYMENT_RECORDS_REFUSED: &str = "fulfillment_payment_records_refused";
+pub const LINE_ITEMS_TOTAL: &str = "fulfillment_line_items_total";
+pub const LINE_ITEMS_PENDING: &str = "fulfillment_line_items_pending";
+pub const LINE_ITEMS_HELD: &str = "fulfillment_line_items_held";
+pub const LINE_ITEMS_OLDEST_PENDING_SECONDS: &str = "fulfillment_line_items_oldest_pending_seconds";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -66,6 +70,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     // increase() sees the first one (a series born at 1 shows no increase).
     for kind in fulfillment_core::AnomalyKind::ALL {
         metrics::counter!(ORDER_ANOMALIES_TOTAL, "kind" => kind.label()).absolute(0);
+    }
+    for outcome in crate::line_items::Outcome::ALL {
+        metrics::counter!(LINE_ITEMS_TOTAL, "outcome" => outcome.label()).absolute(0);
     }
     Ok(handle)
 }
@@ -130,11 +137,11 @@ fn describe() {
     );
     describe_gauge!(
         OUTBOX_PENDING,
-        "Outbox messages not yet confirmed by the broker"
+        "Outbox messages not yet confirmed by the broker (order.paid messages waiting for their line items included)"
     );
     describe_gauge!(
         OUTBOX_OLDEST_PENDING_SECONDS,
-        "Age of the oldest unpublished outbox message"
+        "Age of the oldest outbox message ready to publish but not yet confirmed (the relay's lag; those waiting for line items are fulfillment_line_items_oldest_pending_seconds)"
     );
     describe_counter!(
         OUTBOX_PUBLISHED_TOTAL,
@@ -200,6 +207,22 @@ fn describe() {
     describe_counter!(
         ORDER_ANOMALIES_TOTAL,
         "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
+    );
+    describe_counter!(
+        LINE_ITEMS_TOTAL,
+        "Fetches of a Checkout order's line items for order.paid, by outcome: fetched (message released), retried (Stripe down, limiting or refusing the key; tried again later), held (Stripe's answer is final, e.g. no such session; kept for a person)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_PENDING,
+        "order.paid messages held back until their line items are fetched from Stripe (retried automatically)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_HELD,
+        "order.paid messages held back because Stripe's answer about their line items was final: a person must look (orders show, orders retry-line-items)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_OLDEST_PENDING_SECONDS,
+        "Age of the oldest order.paid message waiting for its line items (0 when none)"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,

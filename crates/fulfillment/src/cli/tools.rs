@@ -41,6 +41,15 @@ pub enum OrdersAction {
     },
     /// Sends the order's Payment Records that Stripe refused again (after the cause is fixed), with a new idempotency key.
     RetryRecord { order_id: String },
+    /// Fetches line items again for order.paid messages held for a person (after fixing what Stripe refused); prints the orders.
+    RetryLineItems {
+        /// Every held order.
+        #[arg(long, conflicts_with = "order_ids")]
+        all: bool,
+        /// Orders to retry.
+        #[arg(required_unless_present = "all")]
+        order_ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
