@@ -154,6 +154,7 @@ async fn a_guaranteed_report_gives_one_paid_order_and_one_record_with_the_right_
         "custom_payment:cpay_r1/payment_recorded"
     );
     assert_eq!(recorded[0]["outcome"], "guaranteed");
+    assert_eq!(recorded[0]["account"], Value::Null);
 
     let text = metrics(&svc).await;
     assert_eq!(
