@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test test-deps chaos soak lint fmt bench
+.PHONY: build run test test-deps deploy-check compose-smoke chaos soak lint fmt bench
 
 build:
 	$(CARGO) build -p fulfillment
@@ -38,9 +38,15 @@ test-deps:
 	  echo "installing Prometheus (Debian package) for the observability tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The Kubernetes manifests through `kubectl kustomize` and a strict schema
+# check (PyPI's kubernetes-validate), and every setting in them and in the
+# compose file where it belongs (deploy/smoke/check_settings.py). Seconds.
+deploy-check:
+	deploy/smoke/deploy-check.sh
+
 # Builds the binary the end-to-end tests run, then every test. The broker
 # restart test stops the shared RabbitMQ, so it runs alone, last.
-test: test-deps
+test: test-deps deploy-check
 	$(CARGO) build -p fulfillment
 	$(CARGO) test --workspace
 	$(CARGO) test -p fulfillment-tests --test broker_restart -- --ignored --test-threads=1
@@ -57,6 +63,15 @@ chaos:
 soak:
 	$(CARGO) build -p fulfillment
 	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test soak -- --ignored --nocapture
+
+# deploy/Dockerfile and deploy/docker-compose.yml, built and run on this
+# machine with stand-ins for Docker Hub's images (needs root and a Docker
+# engine, which it starts; ~15 min the first time, a few after). Not part of
+# `make test`; CI runs it after `make chaos`. Under the lock `make chaos` and
+# `make bench` take: its release build takes both cores. See
+# deploy/smoke/compose-smoke.sh.
+compose-smoke:
+	flock -o /tmp/fulfillment-heavy.lock deploy/smoke/compose-smoke.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
