@@ -25,8 +25,8 @@ use crate::health::{self, DbHealth};
 use crate::receiver::{self, Endpoints, Readiness, Receiver};
 use crate::shutdown::{self, Shutdown};
 use crate::{
-    budget, db, dead_letters, http, line_items, metrics, reconcile, records, relay, store, topology,
-    upkeep, worker,
+    budget, db, dead_letters, http, line_items, metrics, reconcile, records, relay, store,
+    topology, upkeep, worker,
 };
 
 /// Which parts of the pipeline this process runs, with their settings.
