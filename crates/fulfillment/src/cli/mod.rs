@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::broker::BrokerUrls;
 use crate::config::{self, Quiet, Secret};
 
 #[derive(Debug, Parser)]
@@ -82,7 +83,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct AmqpArgs {
-    /// RabbitMQ URL; its vhost is honoured (`%2f` is the default vhost).
+    /// RabbitMQ URL; its vhost is honoured (`%2f` is the default vhost). Several
+    /// comma-separated URLs name the nodes of one cluster: a process connects to
+    /// the first that answers and moves to the next when its node goes down.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -90,7 +93,7 @@ pub struct AmqpArgs {
         hide_env_values = true,
         value_parser = Quiet(config::amqp_url)
     )]
-    pub amqp_url: Secret,
+    pub amqp_url: BrokerUrls,
 
     /// How long the receiver waits for the broker's publisher confirm before answering 503.
     #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
@@ -158,6 +161,9 @@ mod tests {
         assert!(!args.worker.parked_ttl.is_zero());
         assert!(args.receiver.max_inflight_body_bytes > 0);
         let shown = format!("{:?}", args.amqp);
-        assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
+        assert!(
+            !shown.contains(args.amqp.amqp_url.get(0).expose()),
+            "{shown}"
+        );
     }
 }
