@@ -10,97 +10,17 @@
 //! the end state is compared with `fulfillment_core::Model` fed the same
 //! events. Stops the shared RabbitMQ and PostgreSQL: run alone.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use fulfillment_core::{Model, Parsed, parse_event};
 use fulfillment_tests::amqp::queue_counts;
-use fulfillment_tests::db::{connect, count};
-use fulfillment_tests::events::{payment_intent_succeeded, session};
-use fulfillment_tests::{Service, TEST_SECRET, TestEnv, migrate};
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use fulfillment_tests::db::connect;
+use fulfillment_tests::stripe_like::{self, Counters, Rng};
+use fulfillment_tests::verdict::{self, declare_tap, wait_drained};
+use fulfillment_tests::{Service, TestEnv, migrate};
 
-const COMPLETED: &str = "checkout.session.completed";
-const EXPIRED: &str = "checkout.session.expired";
-const ASYNC_OK: &str = "checkout.session.async_payment_succeeded";
-const ASYNC_FAILED: &str = "checkout.session.async_payment_failed";
 const TAP: &str = "chaos.tap";
-
-/// Small deterministic PRNG (xorshift64*): the run is reproducible from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The unique events of one order, by scenario.
-fn scenario(rng: &mut Rng, n: usize) -> Vec<Vec<u8>> {
-    let order = format!("ord_chaos_{n}");
-    let pi = format!("pi_chaos_{n}");
-    let id = |k: &str| format!("evt_chaos_{n}_{k}");
-    match rng.below(6) {
-        0 => vec![
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
-            payment_intent_succeeded(&id("pi"), &pi, Some(&order)),
-        ],
-        1 => vec![
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-            session(&id("ok"), ASYNC_OK, &order, "paid", Some(&pi)),
-        ],
-        2 => vec![
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-            session(&id("fail"), ASYNC_FAILED, &order, "unpaid", Some(&pi)),
-        ],
-        3 => vec![session(&id("exp"), EXPIRED, &order, "unpaid", None)],
-        // The PaymentIntent comes first and names no order: parked, then linked.
-        4 => vec![
-            payment_intent_succeeded(&id("pi"), &pi, None),
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-        ],
-        _ => vec![
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
-            session(&id("exp"), EXPIRED, &order, "paid", Some(&pi)),
-        ],
-    }
-}
-
-/// Deliveries in Stripe's manner: every event at least once, ~30% twice,
-/// neighbours swapped so pairs arrive out of order.
-fn deliveries(rng: &mut Rng, orders: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let mut unique = Vec::new();
-    for n in 0..orders {
-        let mut events = scenario(rng, n);
-        if rng.below(2) == 0 {
-            events.reverse();
-        }
-        unique.extend(events);
-    }
-    let mut stream: Vec<Vec<u8>> = Vec::new();
-    for e in &unique {
-        stream.push(e.clone());
-        if rng.below(10) < 3 {
-            stream.push(e.clone());
-        }
-    }
-    for i in (1..stream.len()).rev() {
-        // A local shuffle: late duplicates and reorderings, not total chaos.
-        let j = i.saturating_sub(rng.below(40) as usize);
-        stream.swap(i, j);
-    }
-    (unique, stream)
-}
 
 fn sh(program: &str, args: &[&str]) {
     let ok = Command::new(program)
@@ -132,17 +52,6 @@ impl Drop for BrokerGuard {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    attempts: AtomicU64,
-    retries: AtomicU64,
-    accepted: AtomicU64,
-    /// 503s: the receiver could not get a confirm (the broker was away).
-    unavailable: AtomicU64,
-    /// Refused or broken connections (a receiver was killed).
-    connection_errors: AtomicU64,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stops the shared broker and database; run alone with `make chaos`"]
 async fn nothing_lost_nothing_doubled_under_faults() {
@@ -154,8 +63,8 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(900);
-    let mut rng = Rng(seed | 1);
-    let (unique, stream) = deliveries(&mut rng, orders);
+    let mut rng = Rng::new(seed);
+    let (unique, stream) = stripe_like::deliveries(&mut rng, "chaos", orders);
     eprintln!(
         "chaos: seed {seed}, {} unique events, {} deliveries",
         unique.len(),
@@ -164,8 +73,7 @@ async fn nothing_lost_nothing_doubled_under_faults() {
 
     let env = TestEnv::new();
     migrate(&env, &[]);
-    let tap_conn = declare_tap(&env.amqp_url()).await;
-    drop(tap_conn);
+    declare_tap(&env.amqp_url(), TAP).await;
     let _guard = BrokerGuard;
 
     let mut receiver_a = Service::start(&env, "receiver", &[]).await;
@@ -183,25 +91,12 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     let started = Instant::now();
 
     // The stream: one task per delivery, paced at ~65 deliveries a second.
-    let sender = {
-        let ports = ports.clone();
-        let counters = counters.clone();
-        tokio::spawn(async move {
-            let mut tasks = Vec::new();
-            for (i, body) in stream.into_iter().enumerate() {
-                tasks.push(tokio::spawn(deliver(
-                    body,
-                    i,
-                    ports.clone(),
-                    counters.clone(),
-                )));
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        })
-    };
+    let sender = stripe_like::send(
+        stream,
+        Duration::from_millis(15),
+        ports.clone(),
+        counters.clone(),
+    );
 
     let mut faults = Vec::new();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -251,117 +146,11 @@ async fn nothing_lost_nothing_doubled_under_faults() {
 
     // Drain: nothing queued or unacked, nothing unpublished.
     let db = connect(&env.database_url()).await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let pending = queued_messages(&env.name);
-        let outbox = count(
-            &db,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await;
-        let processed = count(
-            &db,
-            "SELECT count(*) FROM processed_events WHERE outcome <> 'processing'",
-        )
-        .await;
-        if pending == 0 && outbox == 0 && processed as usize == unique.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not drained: {pending} queued/unacked, {outbox} outbox, {processed}/{} processed",
-            unique.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let pending = || queued_messages(&env.name);
+    wait_drained(&db, unique.len(), pending, Duration::from_secs(180)).await;
     let drained = started.elapsed();
+    let verdict = verdict::judge(&db, &env.amqp_url(), TAP, &unique).await;
 
-    // The oracle: the same events through the reference model.
-    let mut model = Model::new();
-    let now = time::OffsetDateTime::now_utc();
-    for body in &unique {
-        let Ok(Parsed::Handled(e)) = parse_event(body) else {
-            panic!("sample events parse")
-        };
-        model.handle(&e, now);
-    }
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT order_id, status FROM orders")
-        .fetch_all(&db)
-        .await
-        .unwrap();
-    let actual: BTreeMap<String, String> = rows.into_iter().collect();
-    let expected: BTreeMap<String, String> = model
-        .orders()
-        .iter()
-        .map(|(k, o)| (k.clone(), o.status.as_str().to_owned()))
-        .collect();
-    assert_eq!(actual.len(), expected.len(), "order count");
-    let wrong: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| actual.get(*k) != Some(v))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "orders not in the state their events imply: {wrong:?}"
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM parked_events").await,
-        0,
-        "nothing left parked"
-    );
-    let transitions = count(&db, "SELECT count(*) FROM order_transitions").await;
-    assert_eq!(
-        transitions,
-        count(&db, "SELECT count(*) FROM outbox").await,
-        "one message per transition"
-    );
-
-    // What a downstream consumer received, counted raw.
-    let received = drain_tap(&env.amqp_url()).await;
-    let mut paid_by_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut by_message_id: BTreeMap<String, u32> = BTreeMap::new();
-    for (message_id, body) in &received {
-        *by_message_id.entry(message_id.clone()).or_default() += 1;
-        if body["type"] == "order.paid" {
-            paid_by_order
-                .entry(body["order_id"].as_str().unwrap().to_owned())
-                .or_default()
-                .push(message_id.clone());
-        }
-    }
-    let paid_expected: BTreeSet<&String> = expected
-        .iter()
-        .filter(|(_, s)| *s == "paid")
-        .map(|(k, _)| k)
-        .collect();
-    let paid_received: BTreeSet<&String> = paid_by_order.keys().collect();
-    assert_eq!(
-        paid_received, paid_expected,
-        "an order.paid for exactly the paid orders"
-    );
-    for (order, ids) in &paid_by_order {
-        let distinct: BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            1,
-            "{order}: one order.paid message id, got {ids:?}"
-        );
-    }
-    let outbox_ids = count(&db, "SELECT count(*) FROM outbox").await as usize;
-    assert_eq!(
-        by_message_id.len(),
-        outbox_ids,
-        "every outbox message reached the consumer"
-    );
-    let raw_duplicates: u32 = by_message_id.values().map(|n| n - 1).sum();
-    let raw_paid_duplicates: usize = paid_by_order.values().map(|v| v.len() - 1).sum();
-
-    assert_eq!(
-        fulfillment_tests::amqp::queue_depth(&env.amqp_url(), "stripe.fulfillment.dlq").await,
-        0
-    );
-    // Dead letters are moved from the queue into PostgreSQL: none there either.
-    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     for (name, svc) in [("receiver a", &mut receiver_a), ("worker 2", &mut worker_2)] {
         assert!(svc.is_alive(), "{name} died; log:\n{}", svc.logs());
     }
@@ -374,83 +163,28 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         receiver_c.logs()
     );
 
-    let delivered = counters.accepted.load(Ordering::Relaxed);
+    let delivered = Counters::get(&counters.accepted);
     let held_for_db: usize = [&worker_2, &worker_3]
         .iter()
         .map(|w| w.logs().matches("holding the event").count())
         .sum();
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "seed": seed,
         "events": unique.len(),
         "deliveries": delivered,
-        "attempts": counters.attempts.load(Ordering::Relaxed),
-        "stripe_retries": counters.retries.load(Ordering::Relaxed),
-        "answers_503": counters.unavailable.load(Ordering::Relaxed),
-        "connection_errors": counters.connection_errors.load(Ordering::Relaxed),
+        "attempts": Counters::get(&counters.attempts),
+        "stripe_retries": Counters::get(&counters.retries),
+        "answers_503": Counters::get(&counters.unavailable),
+        "connection_errors": Counters::get(&counters.connection_errors),
         "unacked_at_worker_kill": unacked_at_kill,
         "workers_held_events_for_db": held_for_db,
         "duplicates_absorbed": delivered as usize - unique.len(),
-        "orders": expected.len(),
-        "paid_orders": paid_expected.len(),
-        "downstream_messages": received.len(),
-        "raw_duplicate_messages": raw_duplicates,
-        "raw_duplicate_order_paid": raw_paid_duplicates,
         "faults": faults,
         "stream_seconds": sent_all.as_secs_f64().round(),
         "time_to_drain_seconds": (drained - sent_all).as_secs_f64(),
     });
+    summary["downstream"] = verdict.to_json();
     println!("{summary}");
-}
-
-/// One delivery, retried like Stripe until a 2xx: new signature each time.
-async fn deliver(body: Vec<u8>, i: usize, ports: Arc<RwLock<Vec<u16>>>, counters: Arc<Counters>) {
-    let mut backoff = Duration::from_millis(200);
-    for attempt in 0u32.. {
-        let port = {
-            let ports = ports.read().unwrap();
-            ports[(i + attempt as usize) % ports.len()]
-        };
-        counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let header = stripe_webhook_signature::sign_header(
-            TEST_SECRET,
-            fulfillment_tests::unix_now(),
-            &body,
-        );
-        let status = tokio::time::timeout(Duration::from_secs(10), try_post(port, &body, &header))
-            .await
-            .unwrap_or(None);
-        match status {
-            Some(503) => counters.unavailable.fetch_add(1, Ordering::Relaxed),
-            None => counters.connection_errors.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-        if status.is_some_and(|s| (200..300).contains(&s)) {
-            counters.accepted.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        counters.retries.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(3));
-    }
-}
-
-/// The HTTP status, or None when the connection failed.
-async fn try_post(port: u16, body: &[u8], header: &str) -> Option<u16> {
-    let headers = [
-        ("content-type", "application/json"),
-        ("stripe-signature", header),
-    ];
-    let reply =
-        fulfillment_tests::http::request(port, "POST", "/webhooks/stripe", &headers, body.to_vec())
-            .await
-            .ok()?;
-    assert_ne!(
-        reply.status,
-        400,
-        "a correctly signed event was refused: {}",
-        reply.text()
-    );
-    Some(reply.status)
 }
 
 fn unacked(vhost: &str, queue: &str) -> u64 {
@@ -470,56 +204,4 @@ fn queued_messages(vhost: &str) -> u64 {
         })
         .map(|q| q.ready + q.unacked)
         .sum()
-}
-
-/// A durable queue standing in for a downstream service, read only at the
-/// end so our own reading cannot create duplicates.
-async fn declare_tap(url: &str) -> lapin::Connection {
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-queue-type"),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    ch.queue_declare(TAP.into(), durable, args).await.unwrap();
-    ch.queue_bind(
-        TAP.into(),
-        "fulfillment".into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    conn
-}
-
-async fn drain_tap(url: &str) -> Vec<(String, serde_json::Value)> {
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(m) = ch
-        .basic_get(TAP.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let id = m
-            .delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        out.push((id, serde_json::from_slice(&m.delivery.data).unwrap()));
-    }
-    out
 }
