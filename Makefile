@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test test-deps chaos soak lint fmt bench
+.PHONY: build run test test-deps chaos cluster soak lint fmt bench
 
 build:
 	$(CARGO) build -p fulfillment
@@ -50,6 +50,15 @@ test: test-deps
 chaos:
 	$(CARGO) build -p fulfillment
 	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test chaos -- --ignored --nocapture
+
+# Scale-out on a real RabbitMQ cluster (docs/scaling.md): starts three extra
+# RabbitMQ nodes beside the host's (ports 5681-5683 and 25681-25683, a temp
+# dir of their own), runs two receivers and two workers that know all three,
+# kills the node leading stripe.fulfillment mid-stream and brings it back.
+# About two minutes; heavy on both cores, so under the same lock as chaos.
+cluster:
+	$(CARGO) build -p fulfillment
+	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test cluster -- --ignored --nocapture
 
 # Soak (a few minutes): a steady stream of 100,000 events with retention
 # compressed to seconds; prints table sizes over time and checks that the
