@@ -74,10 +74,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Benchmarks (docs/benchmarks.md): release build, then every benchmark in its
-# own vhost and database, under the lock the fault-injection suite takes too.
-# Prints one table; writes $(TARGET_DIR)/bench/results.json.
+# Benchmarks (docs/benchmarks.md): release build, the naive baseline's npm
+# packages (bench/baseline, from its package-lock.json), then every benchmark
+# in its own vhost and database, under the lock the fault-injection suite
+# takes too. Prints the tables; writes $(TARGET_DIR)/bench/results.json.
+# BENCH_EVENTS=2000 make bench: a quick run of the whole pipeline.
 bench:
 	$(CARGO) build --release -p fulfillment -p fulfillment-bench
+	npm ci --prefix bench/baseline --no-audit --no-fund --loglevel=error
 	flock -o /tmp/fulfillment-heavy.lock $(TARGET_DIR)/release/fulfillment-bench suite \
 	  --out-dir $(TARGET_DIR)/bench --json $(TARGET_DIR)/bench/results.json
