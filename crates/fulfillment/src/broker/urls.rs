@@ -154,28 +154,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rotation_visits_every_node_once_from_any_start() {
-        let urls = BrokerUrls::parse(THREE).unwrap();
-        for from in 0..7 {
-            let order: Vec<usize> = urls.rotation(from).map(|(i, _)| i).collect();
-            assert_eq!(order.len(), 3);
-            assert_eq!(order[0], from % 3);
-            let mut sorted = order.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, [0, 1, 2], "from {from}: {order:?}");
-        }
-        let order: Vec<usize> = urls.rotation(2).map(|(i, _)| i).collect();
-        assert_eq!(order, [2, 0, 1]);
+    fn list_of(n: usize) -> BrokerUrls {
+        let urls: Vec<String> = (0..n)
+            .map(|i| format!("amqp://u:p@node{i}:5672/%2f"))
+            .collect();
+        BrokerUrls::parse(&urls.join(",")).unwrap()
     }
 
     #[test]
-    fn a_lost_node_is_tried_last() {
-        let urls = BrokerUrls::parse(THREE).unwrap();
-        for lost in 0..3 {
-            let next = urls.after_loss(lost);
-            let order: Vec<usize> = urls.rotation(next).map(|(i, _)| i).collect();
-            assert_eq!(order.last(), Some(&lost), "lost {lost}: {order:?}");
+    fn rotation_visits_every_node_once_from_any_start() {
+        for n in 1..=6 {
+            let urls = list_of(n);
+            for from in 0..3 * n {
+                let order: Vec<usize> = urls.rotation(from).map(|(i, _)| i).collect();
+                let expected: Vec<usize> = (0..n).map(|k| (from + k) % n).collect();
+                assert_eq!(order, expected, "{n} nodes from {from}");
+                for (i, url) in urls.rotation(from) {
+                    assert_eq!(url.label(), format!("amqp://node{i}:5672/%2f"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_node_is_tried_last_and_its_successor_first() {
+        for n in 1..=6 {
+            let urls = list_of(n);
+            for lost in 0..n {
+                let order: Vec<usize> = urls
+                    .rotation(urls.after_loss(lost))
+                    .map(|(i, _)| i)
+                    .collect();
+                assert_eq!(order.last(), Some(&lost), "{n} nodes, lost {lost}");
+                assert_eq!(order[0], (lost + 1) % n, "{n} nodes, lost {lost}");
+            }
         }
     }
 
