@@ -20,6 +20,8 @@
 //! - [`events`]: realistic Stripe events from `fulfillment_core::sample`.
 //! - [`proxy`]: a TCP proxy that can cut one service off the broker.
 //! - [`cluster`]: a throwaway three-node RabbitMQ cluster beside the host's broker.
+//! - [`stripe`]: a stand-in for Stripe's API (events, line items, payment
+//!   records, idempotency, scripted failures and outages, a request log).
 
 pub mod amqp;
 pub mod cluster;
@@ -29,6 +31,7 @@ pub mod events;
 pub mod http;
 pub mod proxy;
 pub mod service;
+pub mod stripe;
 
 pub use env::TestEnv;
 pub use events::checkout_completed;

@@ -32,6 +32,7 @@ pub const PARKED_EVENTS: &str = "fulfillment_parked_events";
 pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
 pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
+pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -160,6 +161,10 @@ fn describe() {
     describe_counter!(
         RETENTION_RUNS_TOTAL,
         "Retention job runs, by outcome: done, skipped (another replica holds the lock), failed"
+    );
+    describe_counter!(
+        STRIPE_API_REQUESTS_TOTAL,
+        "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,

@@ -119,6 +119,27 @@ pub struct DatabaseArgs {
     pub database_url: Secret,
 }
 
+/// Talking to Stripe's API (contract 8.1). Without a key every feature that
+/// calls Stripe is off, and the process says so once at start.
+#[derive(Debug, Clone, Args)]
+pub struct StripeArgs {
+    /// Secret or restricted API key (`sk_…`/`rk_…`); unset = no calls to Stripe.
+    #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true, value_parser = Quiet(config::stripe_api_key))]
+    pub stripe_api_key: Option<stripe_api::ApiKey>,
+
+    /// Where Stripe's API is: https, or plain http to a loopback address (a test stand-in).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = stripe_api::DEFAULT_API_BASE, value_parser = Quiet(config::stripe_api_base))]
+    pub stripe_api_base: stripe_api::ApiBase,
+
+    /// Sent as `Stripe-Version`: the API version the calls were written for.
+    #[arg(long, env = "STRIPE_API_VERSION", default_value = stripe_api::DEFAULT_API_VERSION, value_parser = Quiet(config::stripe_api_version))]
+    pub stripe_api_version: String,
+
+    /// Stripe API requests per second this process sends, at most (all calls together).
+    #[arg(long, env = "STRIPE_API_RATE", default_value = "20", value_parser = Quiet(config::stripe_api_rate))]
+    pub stripe_api_rate: f64,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
     /// Prometheus `/metrics` listener, separate from the webhook endpoint.
@@ -160,6 +181,7 @@ mod tests {
         // (The environment may override a default; these hold either way.)
         assert!(!args.worker.parked_ttl.is_zero());
         assert!(args.receiver.max_inflight_body_bytes > 0);
+        assert!(args.stripe.stripe_api_rate > 0.0);
         let shown = format!("{:?}", args.amqp);
         assert!(
             !shown.contains(args.amqp.amqp_url.get(0).expose()),

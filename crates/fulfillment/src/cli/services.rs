@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use stripe_webhook_signature::Secrets;
 
-use super::{AmqpArgs, DatabaseArgs, MetricsArgs, ShutdownArgs};
+use super::{AmqpArgs, DatabaseArgs, MetricsArgs, ShutdownArgs, StripeArgs};
 use crate::config::{self, Quiet};
 use crate::retry::RetryPolicy;
 
@@ -17,6 +17,8 @@ pub struct ServeArgs {
     pub receiver: ReceiverArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
@@ -46,6 +48,8 @@ pub struct WorkerCmd {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
