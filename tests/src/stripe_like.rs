@@ -1,15 +1,19 @@
-//! Stripe's side of the long end-to-end runs (`make chaos`, `make cluster`):
-//! a reproducible set of orders and their events, delivered the way Stripe
-//! delivers them (duplicates, neighbours out of order, every non-2xx answer
-//! or broken connection retried later with backoff and a fresh signature).
-//! One home, so both runs send the same kind of stream.
+//! The senders' side of the long end-to-end runs (`make chaos`, `make
+//! cluster`): a reproducible set of orders with their Stripe events and
+//! custom-payment reports (`POST /payments/custom`, as a merchant's backend
+//! sends them), delivered the way Stripe delivers (duplicates, neighbours out
+//! of order, every non-2xx answer or broken connection retried later with
+//! backoff and a fresh signature). One home, so both runs send the same kind
+//! of stream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::TEST_SECRET;
-use crate::events::{payment_intent_succeeded, session};
+use fulfillment_core::{OrderEvent, Parsed, custom, parse_custom_payment, parse_event};
+
+use crate::events::{custom_payment, payment_intent_succeeded, session};
+use crate::{CUSTOM_TEST_SECRET, TEST_SECRET};
 
 const COMPLETED: &str = "checkout.session.completed";
 const EXPIRED: &str = "checkout.session.expired";
@@ -37,52 +41,130 @@ impl Rng {
     }
 }
 
-/// The unique events of order `n` (ids `evt_{tag}_{n}_…`, `ord_{tag}_{n}`),
-/// by scenario: paid, paid later, failed later, expired, PaymentIntent
-/// before its session (parked, then linked), paid then expired.
-fn scenario(rng: &mut Rng, tag: &str, n: usize) -> Vec<Vec<u8>> {
+/// One POST: a Stripe event to the webhook, or a custom-payment report.
+#[derive(Clone)]
+pub struct Post {
+    custom: bool,
+    body: Vec<u8>,
+}
+
+impl Post {
+    fn stripe(body: Vec<u8>) -> Post {
+        Post {
+            custom: false,
+            body,
+        }
+    }
+
+    fn custom(id: &str, order: &str, guaranteed: bool) -> Post {
+        Post {
+            custom: true,
+            body: custom_payment(id, order, guaranteed),
+        }
+    }
+
+    /// What the worker will see: the event itself, or the report's envelope.
+    pub fn event(&self) -> OrderEvent {
+        let body = if self.custom {
+            let report = parse_custom_payment(&self.body).expect("a valid report");
+            custom::envelope(&self.body, &report.id, 0)
+        } else {
+            self.body.clone()
+        };
+        let Ok(Parsed::Handled(event)) = parse_event(&body) else {
+            panic!("sample events parse")
+        };
+        event
+    }
+
+    /// Where it goes, the secret it is signed with, and the header that carries it.
+    fn route(&self) -> (&'static str, &'static str, &'static str) {
+        if self.custom {
+            (
+                "/payments/custom",
+                CUSTOM_TEST_SECRET,
+                "fulfillment-signature",
+            )
+        } else {
+            ("/webhooks/stripe", TEST_SECRET, "stripe-signature")
+        }
+    }
+}
+
+/// The unique posts of order `n` (ids `evt_{tag}_{n}_…`, `cpay_{tag}_{n}_…`,
+/// `ord_{tag}_{n}`): paid off Stripe only; failed, then paid by another
+/// report; Stripe's events and a guaranteed report (paid twice if Stripe
+/// paid: an anomaly); or Stripe's events alone.
+fn scenario(rng: &mut Rng, tag: &str, n: usize) -> Vec<Post> {
     let order = format!("ord_{tag}_{n}");
     let pi = format!("pi_{tag}_{n}");
     let id = |k: &str| format!("evt_{tag}_{n}_{k}");
+    let report = |k: &str| format!("cpay_{tag}_{n}_{k}");
+    let stripe = scenario_stripe(rng, &order, &pi, &id);
+    match rng.below(4) {
+        0 => vec![Post::custom(&report("ok"), &order, true)],
+        1 => vec![
+            Post::custom(&report("fail"), &order, false),
+            Post::custom(&report("ok"), &order, true),
+        ],
+        2 => {
+            let mut posts: Vec<Post> = stripe.into_iter().map(Post::stripe).collect();
+            posts.push(Post::custom(&report("ok"), &order, true));
+            posts
+        }
+        _ => stripe.into_iter().map(Post::stripe).collect(),
+    }
+}
+
+/// Stripe's events for one order, by scenario: paid, paid later, failed
+/// later, expired, PaymentIntent before its session (parked, then linked),
+/// paid then expired.
+fn scenario_stripe(
+    rng: &mut Rng,
+    order: &str,
+    pi: &str,
+    id: &dyn Fn(&str) -> String,
+) -> Vec<Vec<u8>> {
+    let (order, pi) = (order, Some(pi));
     match rng.below(6) {
         0 => vec![
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
-            payment_intent_succeeded(&id("pi"), &pi, Some(&order)),
+            session(&id("cs"), COMPLETED, order, "paid", pi),
+            payment_intent_succeeded(&id("pi"), pi.unwrap(), Some(order)),
         ],
         1 => vec![
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-            session(&id("ok"), ASYNC_OK, &order, "paid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "unpaid", pi),
+            session(&id("ok"), ASYNC_OK, order, "paid", pi),
         ],
         2 => vec![
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-            session(&id("fail"), ASYNC_FAILED, &order, "unpaid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "unpaid", pi),
+            session(&id("fail"), ASYNC_FAILED, order, "unpaid", pi),
         ],
-        3 => vec![session(&id("exp"), EXPIRED, &order, "unpaid", None)],
+        3 => vec![session(&id("exp"), EXPIRED, order, "unpaid", None)],
         // The PaymentIntent comes first and names no order: parked, then linked.
         4 => vec![
-            payment_intent_succeeded(&id("pi"), &pi, None),
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
+            payment_intent_succeeded(&id("pi"), pi.unwrap(), None),
+            session(&id("cs"), COMPLETED, order, "unpaid", pi),
         ],
         _ => vec![
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
-            session(&id("exp"), EXPIRED, &order, "paid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "paid", pi),
+            session(&id("exp"), EXPIRED, order, "paid", pi),
         ],
     }
 }
 
-/// The events of `orders` orders: the unique ones, and the stream of
-/// deliveries in Stripe's manner (every event at least once, ~30% twice,
+/// The posts of `orders` orders: the unique ones, and the stream of
+/// deliveries in Stripe's manner (every post at least once, ~30% twice,
 /// neighbours swapped so pairs arrive out of order).
-pub fn deliveries(rng: &mut Rng, tag: &str, orders: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+pub fn deliveries(rng: &mut Rng, tag: &str, orders: usize) -> (Vec<Post>, Vec<Post>) {
     let mut unique = Vec::new();
     for n in 0..orders {
-        let mut events = scenario(rng, tag, n);
+        let mut posts = scenario(rng, tag, n);
         if rng.below(2) == 0 {
-            events.reverse();
+            posts.reverse();
         }
-        unique.extend(events);
+        unique.extend(posts);
     }
-    let mut stream: Vec<Vec<u8>> = Vec::new();
+    let mut stream: Vec<Post> = Vec::new();
     for e in &unique {
         stream.push(e.clone());
         if rng.below(10) < 3 {
@@ -121,16 +203,16 @@ pub type Ports = Arc<RwLock<Vec<u16>>>;
 /// Sends the whole stream, one task per delivery, one delivery every
 /// `pace`; resolves when every delivery was accepted.
 pub fn send(
-    stream: Vec<Vec<u8>>,
+    stream: Vec<Post>,
     pace: Duration,
     ports: Ports,
     counters: Arc<Counters>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tasks = Vec::new();
-        for (i, body) in stream.into_iter().enumerate() {
+        for (i, post) in stream.into_iter().enumerate() {
             tasks.push(tokio::spawn(deliver(
-                body,
+                post,
                 i,
                 ports.clone(),
                 counters.clone(),
@@ -143,9 +225,11 @@ pub fn send(
     })
 }
 
-/// One delivery, retried like Stripe until a 2xx: new signature each time,
-/// the next receiver each time.
-async fn deliver(body: Vec<u8>, i: usize, ports: Ports, counters: Arc<Counters>) {
+/// One delivery, retried like Stripe (or a careful merchant) until a 2xx:
+/// new signature each time, the next receiver each time.
+async fn deliver(post: Post, i: usize, ports: Ports, counters: Arc<Counters>) {
+    let (path, secret, header_name) = post.route();
+    let body = post.body;
     let mut backoff = Duration::from_millis(200);
     for attempt in 0u32.. {
         let port = {
@@ -153,8 +237,10 @@ async fn deliver(body: Vec<u8>, i: usize, ports: Ports, counters: Arc<Counters>)
             ports[(i + attempt as usize) % ports.len()]
         };
         counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let header = stripe_webhook_signature::sign_header(TEST_SECRET, crate::unix_now(), &body);
-        let status = tokio::time::timeout(Duration::from_secs(10), try_post(port, &body, &header))
+        let header = stripe_webhook_signature::sign_header(secret, crate::unix_now(), &body);
+        let signed = (header_name, header.as_str());
+        let posted = try_post(port, path, &body, signed);
+        let status = tokio::time::timeout(Duration::from_secs(10), posted)
             .await
             .unwrap_or(None);
         match status {
@@ -173,13 +259,10 @@ async fn deliver(body: Vec<u8>, i: usize, ports: Ports, counters: Arc<Counters>)
 }
 
 /// The HTTP status, or None when the connection failed. A 400 fails the
-/// test: these events are correctly signed.
-async fn try_post(port: u16, body: &[u8], header: &str) -> Option<u16> {
-    let headers = [
-        ("content-type", "application/json"),
-        ("stripe-signature", header),
-    ];
-    let reply = crate::http::request(port, "POST", "/webhooks/stripe", &headers, body.to_vec())
+/// test: these posts are correctly signed.
+async fn try_post(port: u16, path: &str, body: &[u8], signed: (&str, &str)) -> Option<u16> {
+    let headers = [("content-type", "application/json"), signed];
+    let reply = crate::http::request(port, "POST", path, &headers, body.to_vec())
         .await
         .ok()?;
     assert_ne!(
@@ -202,15 +285,21 @@ mod tests {
         assert_eq!((u1.len(), s1.len()), (u2.len(), s2.len()));
         assert!(s1.len() > u1.len(), "some events are delivered twice");
         // Ids are stable; `created` (the clock) is the only thing that may differ.
-        let ids = |v: &[Vec<u8>]| -> Vec<String> {
+        let ids = |v: &[Post]| -> Vec<String> {
             v.iter()
-                .map(|b| serde_json::from_slice::<serde_json::Value>(b).unwrap()["id"].to_string())
+                .map(|p| {
+                    serde_json::from_slice::<serde_json::Value>(&p.body).unwrap()["id"].to_string()
+                })
                 .collect()
         };
         assert_eq!(ids(&s1), ids(&s2));
         let mut distinct = ids(&u1);
         distinct.sort();
         distinct.dedup();
-        assert_eq!(distinct.len(), u1.len(), "unique events have unique ids");
+        assert_eq!(distinct.len(), u1.len(), "unique posts have unique ids");
+        assert!(u1.iter().any(|p| p.custom) && u1.iter().any(|p| !p.custom));
+        for post in &u1 {
+            post.event(); // every post is one the worker can apply
+        }
     }
 }

@@ -1,18 +1,20 @@
 //! The end of a long end-to-end run (`make chaos`, `make cluster`), judged
 //! one way: once the pipeline has drained, the database must hold what
-//! `fulfillment_core::Model` makes of the same unique events (nothing lost,
-//! no effect doubled), and a downstream queue bound from the start must have
+//! `fulfillment_core::Model` makes of the same unique events and reports
+//! (nothing lost, no effect doubled, each double payment recorded once), and
+//! a downstream queue bound from the start must have
 //! received one distinct `order.paid` per paid order and every outbox message.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use fulfillment_core::{Model, Parsed, parse_event};
+use fulfillment_core::Model;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use sqlx::PgPool;
 
 use crate::db::count;
+use crate::stripe_like::Post;
 
 /// A durable quorum queue bound to every `fulfillment` message, standing in
 /// for a downstream service; read only at the end (by [`judge`]) so reading
@@ -103,6 +105,8 @@ pub struct Verdict {
     /// e.g. a relay's publish whose confirm was lost with a broker node).
     pub raw_duplicate_messages: u32,
     pub raw_duplicate_order_paid: usize,
+    pub custom_reports: usize,
+    pub double_payments: usize,
 }
 
 impl Verdict {
@@ -113,33 +117,33 @@ impl Verdict {
             "downstream_messages": self.downstream_messages,
             "raw_duplicate_messages": self.raw_duplicate_messages,
             "raw_duplicate_order_paid": self.raw_duplicate_order_paid,
+            "custom_reports": self.custom_reports,
+            "double_payments": self.double_payments,
         })
     }
 }
 
-/// The orders' statuses `Model` derives from `unique`.
-fn expected_orders(unique: &[Vec<u8>]) -> BTreeMap<String, String> {
+/// `Model` fed the same unique posts: the oracle.
+fn model_of(unique: &[Post]) -> Model {
     let mut model = Model::new();
     let now = time::OffsetDateTime::now_utc();
-    for body in unique {
-        let Ok(Parsed::Handled(e)) = parse_event(body) else {
-            panic!("sample events parse")
-        };
-        model.handle(&e, now);
+    for post in unique {
+        model.handle(&post.event(), now);
     }
     model
-        .orders()
-        .iter()
-        .map(|(k, o)| (k.clone(), o.status.as_str().to_owned()))
-        .collect()
 }
 
 /// Asserts the end state after [`wait_drained`]: orders as the model says,
 /// nothing parked or dead-lettered, one message per transition, one
 /// distinct `order.paid` per paid order, every outbox message received
 /// through `tap` (on the broker at `amqp_url`).
-pub async fn judge(db: &PgPool, amqp_url: &str, tap: &str, unique: &[Vec<u8>]) -> Verdict {
-    let expected = expected_orders(unique);
+pub async fn judge(db: &PgPool, amqp_url: &str, tap: &str, unique: &[Post]) -> Verdict {
+    let model = model_of(unique);
+    let expected: BTreeMap<String, String> = model
+        .orders()
+        .iter()
+        .map(|(k, o)| (k.clone(), o.status.as_str().to_owned()))
+        .collect();
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT order_id, status FROM orders")
         .fetch_all(db)
         .await
@@ -211,11 +215,23 @@ pub async fn judge(db: &PgPool, amqp_url: &str, tap: &str, unique: &[Vec<u8>]) -
     );
     // Dead letters are moved from the queue into PostgreSQL: none there either.
     assert_eq!(count(db, "SELECT count(*) FROM dead_letters").await, 0);
+
+    // Each report taken in once; each double payment recorded once.
+    let custom_reports = count(db, "SELECT count(*) FROM custom_payments").await as usize;
+    assert_eq!(
+        custom_reports,
+        model.custom_reports().len(),
+        "custom reports"
+    );
+    let double_payments = count(db, "SELECT count(*) FROM order_anomalies").await as usize;
+    assert_eq!(double_payments, model.anomalies().len(), "double payments");
     Verdict {
         orders: expected.len(),
         paid_orders: paid_expected.len(),
         downstream_messages: received.len(),
         raw_duplicate_messages: by_message_id.values().map(|n| n - 1).sum(),
         raw_duplicate_order_paid: paid_by_order.values().map(|v| v.len() - 1).sum(),
+        custom_reports,
+        double_payments,
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Two receivers and two workers (separate processes, one database, one
 //! vhost) take a stream of a few thousand signed events sent the way Stripe
-//! sends them: any non-2xx answer or broken connection is retried later with
+//! sends them, mixed with custom-payment reports (`POST /payments/custom`)
+//! sent the way a merchant's backend would, for the same kind of orders (the
+//! stream: `fulfillment_tests::stripe_like`): any non-2xx answer or broken
+//! connection is retried later with
 //! backoff and a fresh signature; events are duplicated and arrive out of
 //! order. Meanwhile, one after another: the broker is stopped and started, a
 //! worker is SIGKILLed and replaced, PostgreSQL is restarted, a receiver is
@@ -18,7 +21,7 @@ use fulfillment_tests::amqp::queue_counts;
 use fulfillment_tests::db::connect;
 use fulfillment_tests::stripe_like::{self, Counters, Rng};
 use fulfillment_tests::verdict::{self, declare_tap, wait_drained};
-use fulfillment_tests::{Service, TestEnv, migrate};
+use fulfillment_tests::{CUSTOM_TEST_SECRET, Service, TestEnv, migrate};
 
 const TAP: &str = "chaos.tap";
 
@@ -76,8 +79,9 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     declare_tap(&env.amqp_url(), TAP).await;
     let _guard = BrokerGuard;
 
-    let mut receiver_a = Service::start(&env, "receiver", &[]).await;
-    let mut receiver_b = Service::start(&env, "receiver", &[]).await;
+    let with_secret = [("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned())];
+    let mut receiver_a = Service::start(&env, "receiver", &with_secret).await;
+    let mut receiver_b = Service::start(&env, "receiver", &with_secret).await;
     let mut worker_1 = Service::start(&env, "worker", &[]).await;
     let mut worker_2 = Service::start(&env, "worker", &[]).await;
     for s in [&receiver_a, &receiver_b, &worker_1, &worker_2] {
@@ -135,7 +139,7 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     faults.push("receiver SIGKILL");
     receiver_b.kill();
-    let receiver_c = Service::start(&env, "receiver", &[]).await;
+    let receiver_c = Service::start(&env, "receiver", &with_secret).await;
     ports.write().unwrap()[1] = receiver_c.http_port;
 
     tokio::time::timeout(Duration::from_secs(300), sender)

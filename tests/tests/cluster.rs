@@ -8,7 +8,8 @@
 //! database) are given all three nodes in `AMQP_URL`: one receiver and one
 //! worker list the work queue's leader first (so they are connected to it),
 //! the others another node. While a few thousand signed events stream in the
-//! way Stripe sends them (duplicates, out of order, 503s retried), the leader
+//! way Stripe sends them (duplicates, out of order, 503s retried; custom
+//! payment reports among them, as in `make chaos`), the leader
 //! node is killed with SIGKILL, a new leader must be elected, and the node
 //! is started again and rejoins. After the pipeline drains: nothing lost,
 //! no effect doubled (the end state equals `fulfillment_core::Model`'s), one
@@ -22,7 +23,7 @@ use fulfillment_tests::cluster::Cluster;
 use fulfillment_tests::db::connect;
 use fulfillment_tests::stripe_like::{self, Counters, Rng};
 use fulfillment_tests::verdict::{self, declare_tap, wait_drained};
-use fulfillment_tests::{Service, TestEnv, migrate};
+use fulfillment_tests::{CUSTOM_TEST_SECRET, Service, TestEnv, migrate};
 
 const WORK_QUEUE: &str = "stripe.fulfillment";
 const TAP: &str = "cluster.tap";
@@ -80,8 +81,15 @@ async fn nothing_lost_when_the_work_queue_leader_dies() {
 
     let via_leader = cluster.amqp_urls(&ring_from(leader));
     let via_other = cluster.amqp_urls(&ring_from(survivor));
-    let receiver_a = Service::start(&env, "receiver", &[("AMQP_URL", via_leader.clone())]).await;
-    let receiver_b = Service::start(&env, "receiver", &[("AMQP_URL", via_other.clone())]).await;
+    // Receivers take the merchant's custom-payment reports too.
+    let receiver = |urls: &str| {
+        [
+            ("AMQP_URL", urls.to_owned()),
+            ("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned()),
+        ]
+    };
+    let receiver_a = Service::start(&env, "receiver", &receiver(&via_leader)).await;
+    let receiver_b = Service::start(&env, "receiver", &receiver(&via_other)).await;
     let worker_1 = Service::start(&env, "worker", &[("AMQP_URL", via_leader)]).await;
     let worker_2 = Service::start(&env, "worker", &[("AMQP_URL", via_other)]).await;
     for s in [&receiver_a, &receiver_b, &worker_1, &worker_2] {

@@ -1,13 +1,15 @@
 //! Random scenarios of Stripe events for property tests (feature `scenarios`):
 //! orders with one or more Checkout Sessions, their events and PaymentIntents,
-//! delivered in any order with duplicates, plus an independent oracle of the
-//! end status. Shared by the core's property tests and the store-vs-Model test
+//! and custom-payment reports for the same orders (some guaranteed, some
+//! failed, sometimes two), delivered in any order with duplicates, plus an
+//! independent oracle of the end status and of the double payments. Shared by the core's property tests and the store-vs-Model test
 //! of the `fulfillment` crate, so both draw from the same distribution.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use crate::custom::{self, CustomOutcome, CustomPaymentReport};
 use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
 use crate::status::{OrderStatus, PaymentStatus};
 
@@ -20,9 +22,13 @@ fn event(id: &str, kind: EventKind) -> OrderEvent {
     }
 }
 
-/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`.
+/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`
+/// (for a custom-payment report: its envelope, as the receiver publishes it).
 pub fn body(event: &OrderEvent) -> Vec<u8> {
     let object = match &event.kind {
+        EventKind::CustomPayment(report) => {
+            return custom::envelope(&report.to_json(), &report.id, event.created);
+        }
         EventKind::PaymentIntentSucceeded(pi) => payment_intent(pi),
         kind => session(kind.session().expect("every other kind is a session")),
     };
@@ -75,6 +81,15 @@ pub struct OrderSpec {
     pub named_by_session: bool,
     pub sessions: Vec<SessionSpec>,
     pub livemode: bool,
+    /// Custom-payment reports for this order (each with its own id).
+    pub custom: Vec<CustomSpec>,
+}
+
+/// One custom-payment report.
+#[derive(Clone, Debug)]
+pub struct CustomSpec {
+    pub outcome: CustomOutcome,
+    pub shows_email: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -128,7 +143,33 @@ impl OrderSpec {
                 events.push(event(&format!("evt_{k}_{j}_pi"), kind));
             }
         }
+        for (i, spec) in self.custom.iter().enumerate() {
+            let report = self.custom_report(k, i, spec);
+            events.push(event(
+                &report.event_id(),
+                EventKind::CustomPayment(Box::new(report)),
+            ));
+        }
         events
+    }
+
+    /// Amount, currency and email as the first PaymentIntent's, so that an
+    /// order paid both ways (an anomaly) still converges to one row in the
+    /// tests; what happens when they disagree is the documented "first fills".
+    pub fn custom_report(&self, k: usize, i: usize, spec: &CustomSpec) -> CustomPaymentReport {
+        CustomPaymentReport {
+            id: format!("cpay_{k}_{i}"),
+            order_id: self.order_id(k),
+            outcome: spec.outcome,
+            amount: amount(k, 0) + 1,
+            currency: "eur".to_owned(),
+            custom_payment_method_type: "cpmt_test".to_owned(),
+            payment_reference: format!("psp_{k}_{i}"),
+            initiated_at: 1_700_000_000,
+            completed_at: 1_700_000_060,
+            customer_email: spec.shows_email.then(|| format!("r{k}@example.com")),
+            stripe_customer: None,
+        }
     }
 
     pub fn session_kind(&self, k: usize, j: usize, spec: &SessionEventSpec) -> EventKind {
@@ -190,7 +231,27 @@ impl OrderSpec {
                 targets.push(OrderStatus::Paid);
             }
         }
+        targets.extend(self.custom.iter().map(|c| c.outcome.target_status()));
         targets.into_iter().max()
+    }
+
+    /// Independent oracle of double payments: Stripe (any paying event that
+    /// reaches the order) counts once, each guaranteed report once; every
+    /// payment after the first is an anomaly.
+    pub fn expected_anomalies(&self, k: usize) -> usize {
+        let stripe_paid = self.sessions.iter().enumerate().any(|(j, session)| {
+            session.intent_matchable()
+                || session
+                    .events
+                    .iter()
+                    .any(|spec| self.session_kind(k, j, spec).target_status() == OrderStatus::Paid)
+        });
+        let custom_paid = self
+            .custom
+            .iter()
+            .filter(|c| c.outcome == CustomOutcome::Guaranteed)
+            .count();
+        (usize::from(stripe_paid) + custom_paid).saturating_sub(1)
     }
 }
 
@@ -266,16 +327,37 @@ pub fn session_spec() -> impl Strategy<Value = SessionSpec> {
     })
 }
 
+pub fn custom_spec() -> impl Strategy<Value = CustomSpec> {
+    let outcome = prop_oneof![
+        2 => Just(CustomOutcome::Guaranteed),
+        1 => Just(CustomOutcome::Failed),
+    ];
+    (outcome, any::<bool>()).prop_map(|(outcome, shows_email)| CustomSpec {
+        outcome,
+        shows_email,
+    })
+}
+
+/// Most orders are Stripe-only; one in three also gets one or two reports.
+pub fn custom_specs() -> impl Strategy<Value = Vec<CustomSpec>> {
+    prop_oneof![
+        2 => Just(Vec::new()),
+        1 => vec(custom_spec(), 1..=2),
+    ]
+}
+
 pub fn order_spec(max_sessions: usize) -> impl Strategy<Value = OrderSpec> {
     (
         any::<bool>(),
         vec(session_spec(), 1..=max_sessions),
         any::<bool>(),
+        custom_specs(),
     )
-        .prop_map(|(named_by_session, sessions, livemode)| OrderSpec {
+        .prop_map(|(named_by_session, sessions, livemode, custom)| OrderSpec {
             named_by_session,
             sessions,
             livemode,
+            custom,
         })
 }
 

@@ -40,6 +40,9 @@ pub use service::{Service, cli, migrate};
 /// The endpoint secret the tests and benchmarks sign with. Not a real secret.
 pub const TEST_SECRET: &str = "whsec_test_only_not_a_real_secret";
 
+/// The `CUSTOM_PAYMENT_SECRET` tests sign custom-payment reports with.
+pub const CUSTOM_TEST_SECRET: &str = "cps_test_only_not_a_real_secret";
+
 /// Seconds since the Unix epoch, as Stripe's `created` and `t=` count them.
 pub fn unix_now() -> i64 {
     unix_now_f64() as i64

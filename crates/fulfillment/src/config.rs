@@ -127,6 +127,16 @@ pub fn stripe_api_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `CUSTOM_PAYMENT_SECRET`: one or more secrets, none empty (the same rule
+/// as the webhook's, in words about this setting).
+pub fn custom_payment_secrets(s: &str) -> Result<stripe_webhook_signature::Secrets, String> {
+    use stripe_webhook_signature::SecretsError;
+    stripe_webhook_signature::Secrets::parse_list(s).map_err(|e| match e {
+        SecretsError::Empty => "no secret given (unset it to turn the endpoint off)".to_owned(),
+        SecretsError::EmptyEntry => "empty entry in the secret list".to_owned(),
+    })
+}
+
 /// A secret given as is (e.g. the one `send-event` signs with).
 pub fn secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(s))

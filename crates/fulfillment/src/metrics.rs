@@ -33,6 +33,8 @@ pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
 pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
 pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
+pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
+pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -56,6 +58,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
+    // Rare counters exist from the start at 0, so that the alert's
+    // increase() sees the first one (a series born at 1 shows no increase).
+    for kind in fulfillment_core::AnomalyKind::ALL {
+        metrics::counter!(ORDER_ANOMALIES_TOTAL, "kind" => kind.label()).absolute(0);
+    }
     Ok(handle)
 }
 
@@ -165,6 +172,14 @@ fn describe() {
     describe_counter!(
         STRIPE_API_REQUESTS_TOTAL,
         "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
+    );
+    describe_counter!(
+        CUSTOM_PAYMENTS_TOTAL,
+        "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
+    );
+    describe_counter!(
+        ORDER_ANOMALIES_TOTAL,
+        "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,

@@ -197,8 +197,20 @@ impl Started {
         amqp: &AmqpArgs,
     ) -> Receiver {
         let link = self.link(amqp, "receiver", publisher_setup(&[]));
+        let custom_verifier = args.custom_payment_verifier();
+        match &custom_verifier {
+            Some(_) => info!(
+                path = receiver::CUSTOM_PAYMENT_PATH,
+                "custom-payment reports enabled"
+            ),
+            None => info!(
+                path = receiver::CUSTOM_PAYMENT_PATH,
+                "custom-payment reports off (CUSTOM_PAYMENT_SECRET not set): that path answers 404"
+            ),
+        }
         Receiver {
             verifier,
+            custom_verifier,
             max_body_bytes: args.max_body_bytes.get(),
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             publisher: Publisher::new(link, amqp.confirm_timeout()),

@@ -10,7 +10,8 @@ mod tools;
 
 pub use services::{ReceiverArgs, ReceiverCmd, ServeArgs, WorkerArgs, WorkerCmd};
 pub use tools::{
-    DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd, SendEventCmd,
+    CustomOutcomeArg, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction,
+    OrdersCmd, SendCustomPaymentCmd, SendEventCmd,
 };
 
 use std::net::SocketAddr;
@@ -79,6 +80,8 @@ pub enum Command {
     Events(EventsCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
+    /// Signs and POSTs a realistic custom-payment report to /payments/custom, for demos and smoke tests.
+    SendCustomPayment(SendCustomPaymentCmd),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -187,5 +190,33 @@ mod tests {
             !shown.contains(args.amqp.amqp_url.get(0).expose()),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_custom_payment_secret_must_not_be_a_webhook_secret() {
+        let parse = |custom: &str| {
+            let cli = Cli::try_parse_from([
+                "fulfillment",
+                "receiver",
+                "--stripe-webhook-secret",
+                "whsec_a,whsec_b",
+                "--custom-payment-secret",
+                custom,
+            ])
+            .expect("parses");
+            let Command::Receiver(cmd) = cli.command else {
+                panic!("receiver");
+            };
+            cmd.receiver
+        };
+        let shared = parse("cps_x,whsec_b").validate().unwrap_err().to_string();
+        assert!(shared.starts_with("CUSTOM_PAYMENT_SECRET:"), "{shared}");
+        assert!(
+            !shared.contains("whsec_b"),
+            "never echoes a secret: {shared}"
+        );
+        let own = parse("cps_x");
+        assert!(own.validate().is_ok());
+        assert!(own.custom_payment_verifier().is_some());
     }
 }

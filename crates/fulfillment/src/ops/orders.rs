@@ -1,11 +1,13 @@
 //! `orders show`: an order's row, every event recorded for it with its
-//! outcome, its transitions, its outbox messages and its parked events.
+//! outcome, its transitions, its outbox messages, its parked events, and
+//! its payments (`payments.rs`: method, custom reports, anomalies).
 
 use std::io::Write;
 
 use serde::Serialize;
 use sqlx::Connection;
 
+use super::payments::{PaymentStory, payment_story, print_payment_method, print_payments};
 use super::{ParkedLine, opt, parked_line, read_only};
 
 #[derive(Debug, Serialize)]
@@ -16,6 +18,8 @@ pub struct OrderStory {
     pub transitions: Vec<TransitionLine>,
     pub messages: Vec<MessageLine>,
     pub parked: Vec<ParkedLine>,
+    #[serde(flatten)]
+    pub payments: PaymentStory,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -124,6 +128,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     .bind(&order.payment_intent_id)
     .fetch_all(&mut *tx)
     .await?;
+    let payments = payment_story(&mut tx, order_id).await?;
     tx.rollback().await.ok();
     Ok(Some(OrderStory {
         order,
@@ -131,6 +136,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
         transitions,
         messages,
         parked,
+        payments,
     }))
 }
 
@@ -154,6 +160,7 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
         "  payment intent:    {}",
         opt(&o.order.payment_intent_id)
     )?;
+    print_payment_method(&o.payments, out)?;
     writeln!(out, "  livemode:          {}", o.order.livemode)?;
     writeln!(out, "  created:           {}", o.order.created_at)?;
     writeln!(out, "  updated:           {}", o.order.updated_at)?;
@@ -208,5 +215,5 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
             writeln!(out, "  {}", parked_line(p))?;
         }
     }
-    Ok(())
+    print_payments(&o.payments, out)
 }
