@@ -58,8 +58,8 @@ async fn nothing_lost_when_the_work_queue_leader_dies() {
         .expect("a three-node RabbitMQ cluster");
     let cluster_up = started.elapsed();
 
-    // The database (and a vhost on the host's broker that goes unused).
-    let env = TestEnv::new();
+    // A database of its own; nothing on the machine's broker.
+    let env = TestEnv::database_only("cluster").expect("a database name");
     let all = cluster.amqp_urls(&ring_from(0));
     migrate(&env, &[("AMQP_URL", &all)]);
     let queue = cluster.quorum_queue(0, WORK_QUEUE).unwrap();

@@ -120,7 +120,7 @@ pub async fn run(
     count: u64,
     connections: usize,
 ) -> anyhow::Result<BaselineRun> {
-    let env = under_test::env("baseline")?;
+    let env = under_test::database_only("baseline")?;
     let pool = under_test::create_database(&env).await?;
     let log: PathBuf = out_dir.join("baseline.log");
     let secret = fulfillment_testkit::TEST_SECRET;

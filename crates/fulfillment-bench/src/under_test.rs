@@ -17,6 +17,12 @@ pub fn env(what: &str) -> anyhow::Result<TestEnv> {
     TestEnv::try_new(&format!("bench_{what}"))
 }
 
+/// A database of its own for a stage that uses no broker (the baseline),
+/// named `bench_{what}_…`, dropped when the env is.
+pub fn database_only(what: &str) -> anyhow::Result<TestEnv> {
+    TestEnv::database_only(&format!("bench_{what}"))
+}
+
 /// `fulfillment migrate`: database, migrations, AMQP topology.
 pub fn migrate(bin: &Path, env: &TestEnv) -> anyhow::Result<()> {
     service::try_migrate(bin, env).context("fulfillment migrate failed")
