@@ -145,6 +145,10 @@ pub struct OrderEvent {
     pub id: String,
     pub event_type: String,
     pub created: i64,
+    /// The Connect account the event belongs to (Stripe's top-level
+    /// `account`); `None` for the platform's own events and custom payments.
+    /// Calls to Stripe about the event's objects act for it (`Stripe-Account`).
+    pub account: Option<String>,
     pub kind: EventKind,
 }
 
@@ -254,6 +258,7 @@ fn custom_payment_event(doc: Document<'_>, body: &[u8]) -> Result<Parsed, ParseE
         id: doc.id.into_owned(),
         event_type: doc.event_type.into_owned(),
         created,
+        account: None,
         kind: EventKind::CustomPayment(Box::new(report)),
     }))
 }
@@ -272,11 +277,13 @@ fn handled_event(doc: Document<'_>) -> Result<Parsed, FieldError> {
         expected: "an integer",
     })?;
     let livemode = json::boolean(doc.livemode).ok().flatten();
+    let account = owned(str(doc.account, "account")?);
     let kind = handled.kind(data_object(doc.data)?, livemode)?;
     Ok(Parsed::Handled(OrderEvent {
         id: doc.id.into_owned(),
         event_type: doc.event_type.into_owned(),
         created,
+        account,
         kind,
     }))
 }

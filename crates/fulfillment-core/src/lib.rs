@@ -87,11 +87,13 @@ pub mod custom;
 mod envelope;
 mod event;
 mod ledger;
+pub mod line_items;
 mod message;
 mod model;
 mod order;
 mod payment;
 mod plan;
+pub mod reconcile;
 pub mod sample;
 #[cfg(feature = "scenarios")]
 pub mod scenario;
@@ -107,6 +109,7 @@ pub use event::{
     SessionFacts, parse_event,
 };
 pub use ledger::{Effects, Ledger, Outcome, ParkedEvent, Recorded, Report};
+pub use line_items::LineItem;
 pub use message::{MAX_MESSAGE_ID_BYTES, MessageType, OrderMessage, VERBATIM_ORDER_ID_MAX};
 pub use model::Model;
 pub use order::{Applied, Decision, Order, Transition, apply, decide};

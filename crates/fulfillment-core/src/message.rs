@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::event::OrderEvent;
+use crate::line_items::LineItem;
 use crate::order::{Order, Transition};
 use crate::payment::PaymentMethod;
 use crate::status::OrderStatus;
@@ -70,6 +71,9 @@ pub struct OrderMessage {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
+    /// The order's Connect account (`null` for the platform's own orders):
+    /// act for it (`Stripe-Account`) when asking Stripe about the order.
+    pub account: Option<String>,
     /// The Stripe event (or `custom_payment:{report id}`) that caused the transition.
     pub event_id: String,
     /// How the payment behind the transition was made (contract 8.3): the
@@ -77,6 +81,11 @@ pub struct OrderMessage {
     pub payment_method: PaymentMethod,
     /// RFC 3339, UTC.
     pub occurred_at: String,
+    /// What was bought (contract 8.3): on `order.paid` of a Checkout order
+    /// when `STRIPE_API_KEY` is set, fetched from Stripe before the message
+    /// is published (`line_items.rs`). Absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_items: Option<Vec<LineItem>>,
 }
 
 impl OrderMessage {
@@ -99,9 +108,11 @@ impl OrderMessage {
             currency: order.currency.clone(),
             customer_email: order.customer_email.clone(),
             livemode: order.livemode,
+            account: order.account.clone(),
             event_id: event.id.clone(),
             payment_method: event.kind.payment_method(),
             occurred_at: rfc3339(now),
+            line_items: None,
         }
     }
 

@@ -17,6 +17,9 @@ pub struct Order {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
+    /// The Connect account the order's Stripe events belong to; the first
+    /// one known stays (one order's events all come from one account).
+    pub account: Option<String>,
 }
 
 impl Order {
@@ -31,6 +34,7 @@ impl Order {
             currency: None,
             customer_email: None,
             livemode: false,
+            account: None,
         }
     }
 }
@@ -102,6 +106,7 @@ pub fn apply(
     let decision = decide(order.as_ref().map(|order| order.status), target);
     let mut order = order.unwrap_or_else(|| Order::new(order_id, target));
     merge_details(&mut order, &event.kind, decision.transition().is_some());
+    fill(&mut order.account, event.account.as_ref());
     order.status = decision.status();
     let message = decision
         .transition()

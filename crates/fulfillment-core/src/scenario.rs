@@ -18,6 +18,7 @@ fn event(id: &str, kind: EventKind) -> OrderEvent {
         id: id.to_owned(),
         event_type: kind.event_type().to_owned(),
         created: 1_700_000_000,
+        account: None,
         kind,
     }
 }
@@ -32,7 +33,7 @@ pub fn body(event: &OrderEvent) -> Vec<u8> {
         EventKind::PaymentIntentSucceeded(pi) => payment_intent(pi),
         kind => session(kind.session().expect("every other kind is a session")),
     };
-    let envelope = json!({
+    let mut envelope = json!({
         "id": event.id,
         "object": "event",
         "type": event.event_type,
@@ -40,6 +41,9 @@ pub fn body(event: &OrderEvent) -> Vec<u8> {
         "livemode": object["livemode"],
         "data": { "object": object },
     });
+    if let Some(account) = &event.account {
+        envelope["account"] = json!(account);
+    }
     serde_json::to_vec(&envelope).expect("JSON values serialise")
 }
 
@@ -81,6 +85,9 @@ pub struct OrderSpec {
     pub named_by_session: bool,
     pub sessions: Vec<SessionSpec>,
     pub livemode: bool,
+    /// The order is sold by a Connect account: its Stripe events carry
+    /// `account` (`acct_{k}`); its custom-payment reports do not.
+    pub connect: bool,
     /// Custom-payment reports for this order (each with its own id).
     pub custom: Vec<CustomSpec>,
 }
@@ -131,16 +138,25 @@ impl OrderSpec {
         }
     }
 
+    /// The Connect account of the order's Stripe events, if any.
+    pub fn account(&self, k: usize) -> Option<String> {
+        self.connect.then(|| format!("acct_{k}"))
+    }
+
     pub fn events(&self, k: usize) -> Vec<OrderEvent> {
         let mut events = Vec::new();
+        let stripe_event = |id: String, kind| OrderEvent {
+            account: self.account(k),
+            ..event(&id, kind)
+        };
         for (j, session) in self.sessions.iter().enumerate() {
             for (i, spec) in session.events.iter().enumerate() {
                 let kind = self.session_kind(k, j, spec);
-                events.push(event(&format!("evt_{k}_{j}_{i}"), kind));
+                events.push(stripe_event(format!("evt_{k}_{j}_{i}"), kind));
             }
             if let Some(intent) = &session.intent {
                 let kind = self.intent_kind(k, j, intent);
-                events.push(event(&format!("evt_{k}_{j}_pi"), kind));
+                events.push(stripe_event(format!("evt_{k}_{j}_pi"), kind));
             }
         }
         for (i, spec) in self.custom.iter().enumerate() {
@@ -352,13 +368,17 @@ pub fn order_spec(max_sessions: usize) -> impl Strategy<Value = OrderSpec> {
         vec(session_spec(), 1..=max_sessions),
         any::<bool>(),
         custom_specs(),
+        any::<bool>(),
     )
-        .prop_map(|(named_by_session, sessions, livemode, custom)| OrderSpec {
-            named_by_session,
-            sessions,
-            livemode,
-            custom,
-        })
+        .prop_map(
+            |(named_by_session, sessions, livemode, custom, connect)| OrderSpec {
+                named_by_session,
+                sessions,
+                livemode,
+                connect,
+                custom,
+            },
+        )
 }
 
 /// The orders, their events in canonical order, and a delivery of those events: each

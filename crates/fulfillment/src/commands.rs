@@ -12,7 +12,7 @@ use crate::cli::{
     Command, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd,
 };
 use crate::startup::{Application, Roles};
-use crate::{backoff, db, dlq, ops, send_event, topology};
+use crate::{backoff, db, dlq, line_items, ops, send_event, topology};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -25,6 +25,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::SendCustomPayment(args) => send_event::run_custom_payment(args).await,
         Command::Orders(args) => orders(args).await,
         Command::Events(args) => events(args).await,
+        Command::Reconcile(args) => crate::reconcile::command::run(args).await,
     }
 }
 
@@ -89,8 +90,14 @@ async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
 }
 
 async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
-    let OrdersAction::Show { order_id, json } = args.action;
-    let story = ops::order_story(args.database.database_url.expose(), &order_id)
+    let database_url = args.database.database_url.expose();
+    let (order_id, json) = match args.action {
+        OrdersAction::Show { order_id, json } => (order_id, json),
+        OrdersAction::RetryLineItems { all, order_ids } => {
+            return retry_line_items(database_url, all, &order_ids).await;
+        }
+    };
+    let story = ops::order_story(database_url, &order_id)
         .await?
         .with_context(|| format!("no order {order_id:?}"))?;
     let mut out = std::io::stdout().lock();
@@ -99,6 +106,34 @@ async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
         writeln!(out)?;
     } else {
         ops::print_order(&story, &mut out)?;
+    }
+    Ok(())
+}
+
+/// Held line-item jobs back to pending, due now; says which, and which of
+/// the named orders had none held.
+async fn retry_line_items(
+    database_url: &str,
+    all: bool,
+    order_ids: &[String],
+) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let retried = line_items::retry_held(&pool, (!all).then_some(order_ids)).await?;
+    let mut out = std::io::stdout().lock();
+    for order_id in &retried {
+        writeln!(out, "retrying line items of {order_id}")?;
+    }
+    let not_held: Vec<&String> = order_ids
+        .iter()
+        .filter(|id| !retried.contains(id))
+        .collect();
+    writeln!(
+        out,
+        "{} order(s) retried; a worker with STRIPE_API_KEY fetches them now",
+        retried.len()
+    )?;
+    if !not_held.is_empty() {
+        anyhow::bail!("no held line items for {not_held:?} (see `fulfillment orders show`)");
     }
     Ok(())
 }

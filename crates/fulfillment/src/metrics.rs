@@ -33,8 +33,14 @@ pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
 pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
 pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
+pub const RECONCILE_EVENTS_TOTAL: &str = "fulfillment_reconcile_events_total";
+pub const RECONCILE_RUNS_TOTAL: &str = "fulfillment_reconcile_runs_total";
 pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
+pub const LINE_ITEMS_TOTAL: &str = "fulfillment_line_items_total";
+pub const LINE_ITEMS_PENDING: &str = "fulfillment_line_items_pending";
+pub const LINE_ITEMS_HELD: &str = "fulfillment_line_items_held";
+pub const LINE_ITEMS_OLDEST_PENDING_SECONDS: &str = "fulfillment_line_items_oldest_pending_seconds";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -62,6 +68,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     // increase() sees the first one (a series born at 1 shows no increase).
     for kind in fulfillment_core::AnomalyKind::ALL {
         metrics::counter!(ORDER_ANOMALIES_TOTAL, "kind" => kind.label()).absolute(0);
+    }
+    for outcome in crate::line_items::Outcome::ALL {
+        metrics::counter!(LINE_ITEMS_TOTAL, "outcome" => outcome.label()).absolute(0);
     }
     Ok(handle)
 }
@@ -126,11 +135,11 @@ fn describe() {
     );
     describe_gauge!(
         OUTBOX_PENDING,
-        "Outbox messages not yet confirmed by the broker"
+        "Outbox messages not yet confirmed by the broker (order.paid messages waiting for their line items included)"
     );
     describe_gauge!(
         OUTBOX_OLDEST_PENDING_SECONDS,
-        "Age of the oldest unpublished outbox message"
+        "Age of the oldest outbox message ready to publish but not yet confirmed (the relay's lag; those waiting for line items are fulfillment_line_items_oldest_pending_seconds)"
     );
     describe_counter!(
         OUTBOX_PUBLISHED_TOTAL,
@@ -174,12 +183,36 @@ fn describe() {
         "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
     );
     describe_counter!(
+        RECONCILE_EVENTS_TOTAL,
+        "Events a reconcile run listed from Stripe's Events API, by outcome: recovered (never taken in; published now: webhooks missed it) or known"
+    );
+    describe_counter!(
+        RECONCILE_RUNS_TOTAL,
+        "Periodic reconcile runs, by outcome: done, skipped (another replica holds the lock), failed"
+    );
+    describe_counter!(
         CUSTOM_PAYMENTS_TOTAL,
         "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
     );
     describe_counter!(
         ORDER_ANOMALIES_TOTAL,
         "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
+    );
+    describe_counter!(
+        LINE_ITEMS_TOTAL,
+        "Fetches of a Checkout order's line items for order.paid, by outcome: fetched (message released), retried (Stripe down, limiting or refusing the key; tried again later), held (Stripe's answer is final, e.g. no such session; kept for a person)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_PENDING,
+        "order.paid messages held back until their line items are fetched from Stripe (retried automatically)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_HELD,
+        "order.paid messages held back because Stripe's answer about their line items was final: a person must look (orders show, orders retry-line-items)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_OLDEST_PENDING_SECONDS,
+        "Age of the oldest order.paid message waiting for its line items (0 when none)"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,
