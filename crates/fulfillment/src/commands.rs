@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
+use crate::broker::{self, BrokerUrls};
 use crate::cli::{
     Command, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd,
 };
@@ -38,21 +39,20 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let pool = db::pool(database_url, 2)?;
     db::migrate(&pool).await?;
     info!("database migrated");
-    let amqp_url = args.amqp.amqp_url.expose();
-    declare_topology(amqp_url, args.retry_delays.delays()).await?;
+    declare_topology(&args.amqp.amqp_url, args.retry_delays.delays()).await?;
     info!("broker topology declared");
     Ok(())
 }
 
 /// One-shot declaration for `migrate`: retried for a while, then a clear error.
-async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Result<()> {
+/// With several URLs, each attempt tries every node once.
+async fn declare_topology(urls: &BrokerUrls, retry_delays: &[Duration]) -> anyhow::Result<()> {
     use backon::Retryable;
     let attempt = || async {
-        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
-        let channel = conn.create_channel().await?;
+        let (conn, channel) = broker::connect_once(urls, "fulfillment-migrate").await?;
         topology::declare(&channel, retry_delays).await?;
         conn.close(200, "done".into()).await?;
-        Ok::<_, lapin::Error>(())
+        Ok::<_, anyhow::Error>(())
     };
     attempt
         .retry(backoff::at_start())
@@ -62,7 +62,7 @@ async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Resul
 }
 
 async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
-    let url = args.amqp.amqp_url.expose();
+    let url = &args.amqp.amqp_url;
     let pool = db::pool(args.database.database_url.expose(), 2)?;
     let mut out = std::io::stdout().lock();
     match args.action {

@@ -206,7 +206,7 @@ struct Started {
 
 impl Started {
     fn link(&mut self, amqp: &AmqpArgs, name: &'static str, setup: Setup) -> BrokerLink {
-        let link = BrokerLink::start(amqp.amqp_url.expose().to_owned(), name, setup);
+        let link = BrokerLink::start(amqp.amqp_url.clone(), name, setup);
         self.links.push(link.clone());
         link
     }
