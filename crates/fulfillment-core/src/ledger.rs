@@ -258,7 +258,13 @@ impl Ledger {
 
     /// Records the PaymentIntent's link (the first link wins: Stripe never
     /// moves a PaymentIntent to another session) and applies the events parked
-    /// for it to the linked order, oldest first.
+    /// for it to the linked order, by (Stripe's `created`, event id).
+    ///
+    /// That order is the ledger's, not the driver's: the store loads parked
+    /// events by the time it parked them, and a batch parks several at one
+    /// time; since a PaymentIntent can now park several (its refunds, say),
+    /// and which `order.refunded` is sent depends on their order, both drivers
+    /// must release them alike.
     fn link_and_release(
         &mut self,
         pi: &str,
@@ -272,10 +278,12 @@ impl Ledger {
             effects.new_links.push((pi.to_owned(), order_id.to_owned()));
         }
         let owner = self.links[pi].clone();
-        let (released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+        let (mut released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.payment_intent_id() == pi);
         self.parked = still;
+        released
+            .sort_by(|a, b| (a.event.created, &a.event.id).cmp(&(b.event.created, &b.event.id)));
         for p in released {
             let Some(outcome) = self.apply_to(&owner, &p.event, now, effects, report) else {
                 // The linked order is not among those loaded: it stays parked.

@@ -22,6 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+mod lifecycle;
+
 use fulfillment_core::{
     BatchPlan, Effects, Ledger, LockKey, Order, OrderEvent, OrderMessage, OrderStatus, ParkedEvent,
     Parsed, parse_event,
@@ -70,6 +72,7 @@ async fn write(
     parked: &[ParkedEvent],
 ) -> Result<(), sqlx::Error> {
     store_orders(tx, &effects.orders).await?;
+    lifecycle::store(tx, &effects.orders).await?;
     store_transitions(tx, effects).await?;
     store_messages(tx, &effects.messages).await?;
     store_links(tx, &effects.new_links).await?;
@@ -285,10 +288,11 @@ async fn load_orders(
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let rows = sqlx::query(
-        "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode FROM orders WHERE order_id = ANY($1)",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT o.order_id, o.status, o.checkout_session_id, o.payment_intent_id, o.amount_total, \
+         o.currency, o.customer_email, o.livemode, {} FROM orders o WHERE o.order_id = ANY($1)",
+        lifecycle::COLUMNS
+    ))
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
@@ -306,6 +310,7 @@ async fn load_orders(
             currency: row.get("currency"),
             customer_email: row.get("customer_email"),
             livemode: row.get("livemode"),
+            lifecycle: lifecycle::from_row(&row)?,
         };
         orders.insert(order.order_id.clone(), order);
     }

@@ -22,7 +22,8 @@ mod orders;
 
 pub use events::{EventStory, event_story, print_event};
 pub use orders::{
-    EventLine, MessageLine, OrderRow, OrderStory, TransitionLine, order_story, print_order,
+    DisputeLine, EventLine, MessageLine, OrderRow, OrderStory, TransitionLine, order_story,
+    print_order,
 };
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
