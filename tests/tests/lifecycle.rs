@@ -288,10 +288,7 @@ async fn every_row_of_contract_8_6() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(metric(&text, "fulfillment_disputes_open"), 1.0);
-    let next_due = metric(
-        &text,
-        "fulfillment_dispute_evidence_next_due_timestamp_seconds",
-    );
+    let next_due = metric(&text, "fulfillment_disputes_next_due_timestamp_seconds");
     assert!(
         next_due > fulfillment_tests::unix_now() as f64,
         "{next_due}"

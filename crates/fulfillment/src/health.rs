@@ -88,7 +88,7 @@ pub async fn watch_database(pool: PgPool, health: DbHealth, shutdown: Shutdown) 
                     tokio::time::timeout(Duration::from_secs(3), open_disputes(&pool)).await
                 {
                     metrics::gauge!(m::DISPUTES_OPEN).set(open as f64);
-                    metrics::gauge!(m::DISPUTE_EVIDENCE_NEXT_DUE).set(next_due);
+                    metrics::gauge!(m::DISPUTES_NEXT_DUE).set(next_due);
                 }
             }
             _ => health.set(false),

@@ -37,8 +37,7 @@ pub const PAYMENT_ATTEMPTS_FAILED_TOTAL: &str = "fulfillment_payment_attempts_fa
 pub const REFUNDS_TOTAL: &str = "fulfillment_refunds_total";
 pub const DISPUTES_TOTAL: &str = "fulfillment_disputes_total";
 pub const DISPUTES_OPEN: &str = "fulfillment_disputes_open";
-pub const DISPUTE_EVIDENCE_NEXT_DUE: &str =
-    "fulfillment_dispute_evidence_next_due_timestamp_seconds";
+pub const DISPUTES_NEXT_DUE: &str = "fulfillment_disputes_next_due_timestamp_seconds";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -189,7 +188,7 @@ fn describe() {
         "Disputes recorded as open (not yet won or lost)"
     );
     describe_gauge!(
-        DISPUTE_EVIDENCE_NEXT_DUE,
+        DISPUTES_NEXT_DUE,
         Unit::Seconds,
         "Unix time of the earliest evidence deadline (evidence_details.due_by) among open disputes still ahead; 0 when there is none"
     );
