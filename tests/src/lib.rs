@@ -9,8 +9,8 @@
 //! `amqp::Tap`, …) and adds what only the tests need.
 
 pub use fulfillment_testkit::{
-    Service, TEST_SECRET, TestEnv, amqp, checkout_completed, cli, db, env, events, http, migrate,
-    proxy, service, unix_now,
+    CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, amqp, checkout_completed, cli, db, env,
+    events, http, migrate, proxy, service, unix_now,
 };
 
 /// Path of the shared fixtures (`../shared` beside the repository), when present.

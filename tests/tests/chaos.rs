@@ -2,7 +2,8 @@
 //!
 //! Two receivers and two workers (separate processes, one database, one
 //! vhost) take a stream of a few thousand signed events sent the way Stripe
-//! sends them: any non-2xx answer or broken connection is retried later with
+//! sends them, mixed with custom-payment reports (`POST /payments/custom`)
+//! sent the way a merchant's backend would, for the same kind of orders: any non-2xx answer or broken connection is retried later with
 //! backoff and a fresh signature; events are duplicated and arrive out of
 //! order. Meanwhile, one after another: the broker is stopped and started, a
 //! worker is SIGKILLed and replaced, PostgreSQL is restarted, a receiver is
@@ -18,11 +19,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use fulfillment_core::sample::LifecycleSpec;
-use fulfillment_core::{Model, OrderMessage, Parsed, parse_event};
+use fulfillment_core::{Model, OrderMessage, Parsed, custom, parse_custom_payment, parse_event};
 use fulfillment_tests::amqp::queue_counts;
 use fulfillment_tests::db::{connect, count};
-use fulfillment_tests::events::{lifecycle, payment_intent_succeeded, session};
-use fulfillment_tests::{Service, TEST_SECRET, TestEnv, migrate};
+use fulfillment_tests::events::{custom_payment, lifecycle, payment_intent_succeeded, session};
+use fulfillment_tests::{CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, migrate};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
@@ -47,55 +48,119 @@ impl Rng {
     }
 }
 
+/// One POST: a Stripe event to the webhook, or a custom-payment report.
+#[derive(Clone)]
+struct Post {
+    custom: bool,
+    body: Vec<u8>,
+}
+
+impl Post {
+    fn stripe(body: Vec<u8>) -> Post {
+        Post {
+            custom: false,
+            body,
+        }
+    }
+
+    fn custom(id: &str, order: &str, guaranteed: bool) -> Post {
+        Post {
+            custom: true,
+            body: custom_payment(id, order, guaranteed),
+        }
+    }
+
+    /// What the worker will see: the event itself, or the report's envelope.
+    fn event(&self) -> fulfillment_core::OrderEvent {
+        let body = if self.custom {
+            let report = parse_custom_payment(&self.body).expect("a valid report");
+            custom::envelope(&self.body, &report.id, 0)
+        } else {
+            self.body.clone()
+        };
+        let Ok(Parsed::Handled(event)) = parse_event(&body) else {
+            panic!("sample events parse")
+        };
+        event
+    }
+}
+
 /// The unique events of one order, by scenario.
-fn scenario(rng: &mut Rng, n: usize) -> Vec<Vec<u8>> {
+fn scenario(rng: &mut Rng, n: usize) -> Vec<Post> {
     let order = format!("ord_chaos_{n}");
     let pi = format!("pi_chaos_{n}");
     let id = |k: &str| format!("evt_chaos_{n}_{k}");
+    let report = |k: &str| format!("cpay_chaos_{n}_{k}");
+    let stripe = scenario_stripe(rng, &order, &pi, &id);
+    match rng.below(4) {
+        // Paid off Stripe only; or failed, then paid by another report.
+        0 => vec![Post::custom(&report("ok"), &order, true)],
+        1 => vec![
+            Post::custom(&report("fail"), &order, false),
+            Post::custom(&report("ok"), &order, true),
+        ],
+        // Stripe's events and a guaranteed report: paid twice if Stripe paid.
+        2 => {
+            let mut posts: Vec<Post> = stripe.into_iter().map(Post::stripe).collect();
+            posts.push(Post::custom(&report("ok"), &order, true));
+            posts
+        }
+        _ => stripe.into_iter().map(Post::stripe).collect(),
+    }
+}
+
+fn scenario_stripe(
+    rng: &mut Rng,
+    order: &str,
+    pi: &str,
+    id: &dyn Fn(&str) -> String,
+) -> Vec<Vec<u8>> {
+    let pi_id = pi;
+    let (order, pi) = (order, Some(pi));
     let spec = |amount_refunded| LifecycleSpec {
         amount_refunded,
         ..LifecycleSpec::default()
     };
     let life = |k: &str, event_type: &str, order: Option<&str>, amount_refunded| {
-        lifecycle(&id(k), event_type, &pi, order, &spec(amount_refunded))
+        lifecycle(&id(k), event_type, pi_id, order, &spec(amount_refunded))
     };
     match rng.below(11) {
         0 => vec![
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
-            payment_intent_succeeded(&id("pi"), &pi, Some(&order)),
+            session(&id("cs"), COMPLETED, order, "paid", pi),
+            payment_intent_succeeded(&id("pi"), pi.unwrap(), Some(order)),
         ],
         1 => vec![
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-            session(&id("ok"), ASYNC_OK, &order, "paid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "unpaid", pi),
+            session(&id("ok"), ASYNC_OK, order, "paid", pi),
         ],
         2 => vec![
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
-            session(&id("fail"), ASYNC_FAILED, &order, "unpaid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "unpaid", pi),
+            session(&id("fail"), ASYNC_FAILED, order, "unpaid", pi),
         ],
-        3 => vec![session(&id("exp"), EXPIRED, &order, "unpaid", None)],
+        3 => vec![session(&id("exp"), EXPIRED, order, "unpaid", None)],
         // The PaymentIntent comes first and names no order: parked, then linked.
         4 => vec![
-            payment_intent_succeeded(&id("pi"), &pi, None),
-            session(&id("cs"), COMPLETED, &order, "unpaid", Some(&pi)),
+            payment_intent_succeeded(&id("pi"), pi.unwrap(), None),
+            session(&id("cs"), COMPLETED, order, "unpaid", pi),
         ],
         5 => vec![
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
-            session(&id("exp"), EXPIRED, &order, "paid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "paid", pi),
+            session(&id("exp"), EXPIRED, order, "paid", pi),
         ],
         // Contract 8.6. A server-confirmed PaymentIntent declined twice, then paid.
         6 => vec![
-            life("f1", "payment_intent.payment_failed", Some(&order), 0),
-            life("f2", "payment_intent.payment_failed", Some(&order), 0),
-            payment_intent_succeeded(&id("pi"), &pi, Some(&order)),
+            life("f1", "payment_intent.payment_failed", Some(order), 0),
+            life("f2", "payment_intent.payment_failed", Some(order), 0),
+            payment_intent_succeeded(&id("pi"), pi_id, Some(order)),
         ],
         // A refund before anything names its order: parked, then linked.
         7 => vec![
             life("rf", "charge.refunded", None, 1000),
-            session(&id("cs"), COMPLETED, &order, "paid", Some(&pi)),
+            session(&id("cs"), COMPLETED, order, "paid", pi),
         ],
         // Partial, then full refund.
         8 => vec![
-            payment_intent_succeeded(&id("pi"), &pi, Some(&order)),
+            payment_intent_succeeded(&id("pi"), pi_id, Some(order)),
             life("rp", "charge.refunded", None, 1000),
             life(
                 "rf",
@@ -106,21 +171,21 @@ fn scenario(rng: &mut Rng, n: usize) -> Vec<Vec<u8>> {
         ],
         // A dispute, lost.
         9 => vec![
-            payment_intent_succeeded(&id("pi"), &pi, Some(&order)),
+            payment_intent_succeeded(&id("pi"), pi_id, Some(order)),
             life("dc", "charge.dispute.created", None, 0),
             life("dx", "charge.dispute.closed", None, 0),
         ],
         // Processing, then canceled.
         _ => vec![
-            life("pr", "payment_intent.processing", Some(&order), 0),
-            life("cx", "payment_intent.canceled", Some(&order), 0),
+            life("pr", "payment_intent.processing", Some(order), 0),
+            life("cx", "payment_intent.canceled", Some(order), 0),
         ],
     }
 }
 
 /// Deliveries in Stripe's manner: every event at least once, ~30% twice,
 /// neighbours swapped so pairs arrive out of order.
-fn deliveries(rng: &mut Rng, orders: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+fn deliveries(rng: &mut Rng, orders: usize) -> (Vec<Post>, Vec<Post>) {
     let mut unique = Vec::new();
     for n in 0..orders {
         let mut events = scenario(rng, n);
@@ -129,7 +194,7 @@ fn deliveries(rng: &mut Rng, orders: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         }
         unique.extend(events);
     }
-    let mut stream: Vec<Vec<u8>> = Vec::new();
+    let mut stream: Vec<Post> = Vec::new();
     for e in &unique {
         stream.push(e.clone());
         if rng.below(10) < 3 {
@@ -210,8 +275,9 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     drop(tap_conn);
     let _guard = BrokerGuard;
 
-    let mut receiver_a = Service::start(&env, "receiver", &[]).await;
-    let mut receiver_b = Service::start(&env, "receiver", &[]).await;
+    let with_secret = [("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned())];
+    let mut receiver_a = Service::start(&env, "receiver", &with_secret).await;
+    let mut receiver_b = Service::start(&env, "receiver", &with_secret).await;
     let mut worker_1 = Service::start(&env, "worker", &[]).await;
     let mut worker_2 = Service::start(&env, "worker", &[]).await;
     for s in [&receiver_a, &receiver_b, &worker_1, &worker_2] {
@@ -282,7 +348,7 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     faults.push("receiver SIGKILL");
     receiver_b.kill();
-    let receiver_c = Service::start(&env, "receiver", &[]).await;
+    let receiver_c = Service::start(&env, "receiver", &with_secret).await;
     ports.write().unwrap()[1] = receiver_c.http_port;
 
     tokio::time::timeout(Duration::from_secs(300), sender)
@@ -321,11 +387,8 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     // The oracle: the same events through the reference model.
     let mut model = Model::new();
     let now = time::OffsetDateTime::now_utc();
-    for body in &unique {
-        let Ok(Parsed::Handled(e)) = parse_event(body) else {
-            panic!("sample events parse")
-        };
-        model.handle(&e, now);
+    for post in &unique {
+        model.handle(&post.event(), now);
     }
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT order_id, status FROM orders")
         .fetch_all(&db)
@@ -401,6 +464,12 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         "every outbox message reached the consumer"
     );
     let raw_duplicates: u32 = by_message_id.values().map(|n| n - 1).sum();
+
+    // Each report taken in once; each double payment recorded once.
+    let reports = count(&db, "SELECT count(*) FROM custom_payments").await as usize;
+    assert_eq!(reports, model.custom_reports().len(), "custom reports");
+    let anomalies = count(&db, "SELECT count(*) FROM order_anomalies").await as usize;
+    assert_eq!(anomalies, model.anomalies().len(), "double payments");
     let raw_paid_duplicates: usize = paid_by_order.values().map(|v| v.len() - 1).sum();
 
     assert_eq!(
@@ -439,6 +508,8 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         "duplicates_absorbed": delivered as usize - unique.len(),
         "orders": expected.len(),
         "paid_orders": paid_expected.len(),
+        "custom_reports": reports,
+        "double_payments": anomalies,
         "downstream_messages": received.len(),
         "raw_duplicate_messages": raw_duplicates,
         "raw_duplicate_order_paid": raw_paid_duplicates,
@@ -535,8 +606,19 @@ async fn check_lifecycle(db: &sqlx::PgPool, model: &Model) {
     }
 }
 
-/// One delivery, retried like Stripe until a 2xx: new signature each time.
-async fn deliver(body: Vec<u8>, i: usize, ports: Arc<RwLock<Vec<u16>>>, counters: Arc<Counters>) {
+/// One delivery, retried like Stripe (or a careful merchant) until a 2xx:
+/// new signature each time.
+async fn deliver(post: Post, i: usize, ports: Arc<RwLock<Vec<u16>>>, counters: Arc<Counters>) {
+    let (secret, path, header_name) = if post.custom {
+        (
+            CUSTOM_TEST_SECRET,
+            "/payments/custom",
+            "fulfillment-signature",
+        )
+    } else {
+        (TEST_SECRET, "/webhooks/stripe", "stripe-signature")
+    };
+    let body = post.body;
     let mut backoff = Duration::from_millis(200);
     for attempt in 0u32.. {
         let port = {
@@ -544,14 +626,13 @@ async fn deliver(body: Vec<u8>, i: usize, ports: Arc<RwLock<Vec<u16>>>, counters
             ports[(i + attempt as usize) % ports.len()]
         };
         counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let header = stripe_webhook_signature::sign_header(
-            TEST_SECRET,
-            fulfillment_tests::unix_now(),
-            &body,
-        );
-        let status = tokio::time::timeout(Duration::from_secs(10), try_post(port, &body, &header))
-            .await
-            .unwrap_or(None);
+        let header =
+            stripe_webhook_signature::sign_header(secret, fulfillment_tests::unix_now(), &body);
+        let signed = (header_name, header.as_str());
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), try_post(port, path, &body, signed))
+                .await
+                .unwrap_or(None);
         match status {
             Some(503) => counters.unavailable.fetch_add(1, Ordering::Relaxed),
             None => counters.connection_errors.fetch_add(1, Ordering::Relaxed),
@@ -568,15 +649,11 @@ async fn deliver(body: Vec<u8>, i: usize, ports: Arc<RwLock<Vec<u16>>>, counters
 }
 
 /// The HTTP status, or None when the connection failed.
-async fn try_post(port: u16, body: &[u8], header: &str) -> Option<u16> {
-    let headers = [
-        ("content-type", "application/json"),
-        ("stripe-signature", header),
-    ];
-    let reply =
-        fulfillment_tests::http::request(port, "POST", "/webhooks/stripe", &headers, body.to_vec())
-            .await
-            .ok()?;
+async fn try_post(port: u16, path: &str, body: &[u8], signed: (&str, &str)) -> Option<u16> {
+    let headers = [("content-type", "application/json"), signed];
+    let reply = fulfillment_tests::http::request(port, "POST", path, &headers, body.to_vec())
+        .await
+        .ok()?;
     assert_ne!(
         reply.status,
         400,

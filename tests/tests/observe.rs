@@ -8,9 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fulfillment_tests::db::{connect, wait_status};
-use fulfillment_tests::http::{get, post_signed, post_webhook};
+use fulfillment_tests::events::custom_payment;
+use fulfillment_tests::http::{get, post_custom_payment, post_signed, post_webhook};
 use fulfillment_tests::service::free_port;
-use fulfillment_tests::{Service, TEST_SECRET, TestEnv, checkout_completed, cli, migrate};
+use fulfillment_tests::{
+    CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, checkout_completed, cli, migrate,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -213,7 +216,11 @@ async fn a_real_prometheus_scrapes_serve_and_answers_every_dashboard_query() {
     .execute(&db)
     .await
     .unwrap();
-    let svc = Service::start(&env, "serve", &[("RETRY_DELAYS", "200ms".into())]).await;
+    let extra = [
+        ("RETRY_DELAYS", "200ms".into()),
+        ("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.into()),
+    ];
+    let svc = Service::start(&env, "serve", &extra).await;
     svc.wait_ready(200, Duration::from_secs(20)).await;
     let prometheus = Prometheus::start(svc.metrics_port, &env.name).await;
 
@@ -230,6 +237,9 @@ async fn a_real_prometheus_scrapes_serve_and_answers_every_dashboard_query() {
             200
         );
         post_webhook(svc.http_port, &body, Some("t=1,v1=00")).await;
+        let report = custom_payment(&format!("cpay_obs_{i}"), &format!("ord_obs_c{i}"), true);
+        let reply = post_custom_payment(svc.http_port, &report, Some(CUSTOM_TEST_SECRET)).await;
+        assert_eq!(reply.status, 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_status(&db, "ord_obs_flaky", "paid", Duration::from_secs(20)).await;

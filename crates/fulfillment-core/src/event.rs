@@ -2,10 +2,12 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
+use crate::custom::{self, CUSTOM_PAYMENT_TYPE, CustomPaymentReport, EnvelopeReportError};
 use crate::envelope::{Data, Document, EnvelopeError};
 use crate::json::{self, Mismatch, Nested, Raw, StringOrObject, members};
 use crate::lifecycle::parse as lifecycle;
 use crate::lifecycle::{DisputeFacts, FailedAttempt, RefundFacts};
+use crate::payment::{PaymentMethod, PaymentSource};
 use crate::status::{OrderStatus, PaymentStatus};
 
 /// Facts taken from a Checkout Session object.
@@ -52,6 +54,9 @@ pub enum EventKind {
     ChargeRefunded(RefundFacts),
     ChargeDisputeCreated(DisputeFacts),
     ChargeDisputeClosed(DisputeFacts),
+    /// A payment made outside Stripe with a custom payment method, reported
+    /// by the merchant's backend (`POST /payments/custom`).
+    CustomPayment(Box<CustomPaymentReport>),
 }
 
 impl EventKind {
@@ -68,6 +73,7 @@ impl EventKind {
             EventKind::CheckoutSessionAsyncPaymentSucceeded(_) => OrderStatus::Paid,
             EventKind::CheckoutSessionAsyncPaymentFailed(_) => OrderStatus::PaymentFailed,
             EventKind::PaymentIntentSucceeded(_) => OrderStatus::Paid,
+            EventKind::CustomPayment(report) => report.outcome.target_status(),
             // A failed attempt is not the end: the PaymentIntent can still
             // succeed, so it only makes a new order await payment.
             EventKind::PaymentIntentProcessing(_) | EventKind::PaymentIntentPaymentFailed(_) => {
@@ -78,6 +84,38 @@ impl EventKind {
             | EventKind::ChargeDisputeCreated(_)
             | EventKind::ChargeDisputeClosed(_) => return None,
         })
+    }
+
+    /// How the payment this event is about was made.
+    pub fn payment_method(&self) -> PaymentMethod {
+        match self {
+            EventKind::CustomPayment(report) => PaymentMethod::Custom {
+                method_type: report.custom_payment_method_type.clone(),
+                payment_reference: report.payment_reference.clone(),
+            },
+            _ => PaymentMethod::Stripe,
+        }
+    }
+
+    /// The payment this event shows, when it pays its order (see
+    /// [`PaymentSource`] for why every Stripe payment is one source).
+    pub fn payment_source(&self) -> Option<PaymentSource> {
+        if self.target_status() != Some(OrderStatus::Paid) {
+            return None;
+        }
+        Some(match self {
+            EventKind::CustomPayment(report) => PaymentSource::Custom {
+                report_id: report.id.clone(),
+            },
+            _ => PaymentSource::Stripe,
+        })
+    }
+
+    pub fn custom_payment(&self) -> Option<&CustomPaymentReport> {
+        match self {
+            EventKind::CustomPayment(report) => Some(report),
+            _ => None,
+        }
     }
 
     /// The Stripe event type this kind is parsed from.
@@ -98,6 +136,7 @@ impl EventKind {
             EventKind::ChargeRefunded(_) => "charge.refunded",
             EventKind::ChargeDisputeCreated(_) => "charge.dispute.created",
             EventKind::ChargeDisputeClosed(_) => "charge.dispute.closed",
+            EventKind::CustomPayment(_) => CUSTOM_PAYMENT_TYPE,
         }
     }
 
@@ -154,6 +193,9 @@ impl OrderEvent {
     /// session referencing that PaymentIntent arrives. Charges and disputes never
     /// name their order: they are always found through their PaymentIntent.
     pub fn order_id(&self) -> Option<&str> {
+        if let Some(report) = self.kind.custom_payment() {
+            return Some(&report.order_id);
+        }
         match self.kind.payment_intent() {
             Some(intent) => intent.order_id.as_deref(),
             None => self.kind.session().map(|s| s.order_id.as_str()),
@@ -225,6 +267,8 @@ pub enum ParseError {
     },
     #[error("`data.object.payment_status` has unknown value {value:?}")]
     UnknownPaymentStatus { value: String },
+    #[error(transparent)]
+    CustomPayment(#[from] EnvelopeReportError),
 }
 
 impl ParseError {
@@ -239,6 +283,8 @@ impl ParseError {
             ParseError::MissingField { field } | ParseError::InvalidField { field, .. } => field,
             ParseError::WrongObject { .. } => "data.object.object",
             ParseError::UnknownPaymentStatus { .. } => "data.object.payment_status",
+            ParseError::CustomPayment(EnvelopeReportError::IdMismatch) => "id",
+            ParseError::CustomPayment(_) => "data.object",
         }
     }
 }
@@ -253,7 +299,26 @@ impl ParseError {
 /// members listed in the `members!` structs below are decoded; the rest is skipped.
 pub fn parse_event(body: &[u8]) -> Result<Parsed, ParseError> {
     let doc = Document::parse(body)?;
+    if doc.event_type == CUSTOM_PAYMENT_TYPE {
+        return custom_payment_event(doc, body);
+    }
     Ok(handled_event(doc)?)
+}
+
+/// A custom-payment report in its envelope (see `custom`): the report is read
+/// by the receiver's own rule, `custom::parse_custom_payment`.
+fn custom_payment_event(doc: Document<'_>, body: &[u8]) -> Result<Parsed, ParseError> {
+    let created = doc.created().ok_or(ParseError::InvalidField {
+        field: "created",
+        expected: "an integer",
+    })?;
+    let report = custom::report_in_envelope(body, &doc.id)?;
+    Ok(Parsed::Handled(OrderEvent {
+        id: doc.id.into_owned(),
+        event_type: doc.event_type.into_owned(),
+        created,
+        kind: EventKind::CustomPayment(Box::new(report)),
+    }))
 }
 
 /// Everything after the acceptance rule. Its error type cannot hold an envelope error,

@@ -3,7 +3,8 @@
 //! PaymentIntent link a session or a PaymentIntent naming its order
 //! recorded), parking an event no order claims yet (a PaymentIntent's, a
 //! refund's, a dispute's), recording a link (the first link wins), releasing
-//! the events parked for it, and what each event's outcome is.
+//! the events parked for it, what each event's outcome is, which distinct
+//! payments each order has had, and when a second one is an anomaly.
 //!
 //! [`Ledger`] is pure: it is given the state a batch touches and the events
 //! in arrival order, and returns every effect as data ([`Effects`]). Its two
@@ -23,10 +24,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::OffsetDateTime;
 
+use crate::custom::CustomPaymentReport;
 use crate::event::OrderEvent;
 use crate::lifecycle::Note;
 use crate::message::OrderMessage;
 use crate::order::{Order, Transition, apply};
+use crate::payment::{Anomaly, AnomalyKind, NewPayment, PaymentSource};
 use crate::plan::fresh;
 
 /// What processing an event did; the label is the metric's `outcome` and the
@@ -65,6 +68,8 @@ pub struct Report {
     pub notes: Vec<(String, Note)>,
     /// Parked events applied because this event linked their PaymentIntent.
     pub released: usize,
+    /// Anomalies this event (or an event it released) revealed.
+    pub anomalies: Vec<Anomaly>,
 }
 
 /// A parked event with the raw body Stripe sent, waiting for the event that
@@ -109,12 +114,22 @@ pub struct Effects {
     /// ones included (they end `applied` or `stale`, not `unmatched`): what
     /// `processed_events` records. Duplicates are not in it.
     pub processed: BTreeMap<String, (Outcome, Option<String>)>,
+    /// Distinct payments orders gained (`order_payments`).
+    pub new_payments: Vec<NewPayment>,
+    /// A second distinct payment reaching an order (`order_anomalies`).
+    pub anomalies: Vec<Anomaly>,
+    /// Every custom-payment report this batch took in (duplicates are not),
+    /// in arrival order (`custom_payments`).
+    pub custom_reports: Vec<CustomPaymentReport>,
 }
 
-/// The state a batch touches: orders, PaymentIntent links, parked events.
+/// The state a batch touches: orders, PaymentIntent links, parked events,
+/// and the distinct payments of the orders.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     orders: BTreeMap<String, Order>,
+    /// Order id → the distinct payments that reached it (absent: none).
+    payments: BTreeMap<String, BTreeSet<PaymentSource>>,
     /// PaymentIntent id → order id, from every event that names its order and
     /// references a PaymentIntent ([`OrderEvent::link`]).
     links: BTreeMap<String, String>,
@@ -132,10 +147,23 @@ impl Ledger {
     ) -> Ledger {
         Ledger {
             orders,
+            payments: BTreeMap::new(),
             links,
             parked,
             touched: BTreeSet::new(),
         }
+    }
+
+    /// The payments already recorded for the orders the batch may touch
+    /// (a driver loads them with the orders; see [`Ledger::payments`]).
+    pub fn with_payments(mut self, payments: BTreeMap<String, BTreeSet<PaymentSource>>) -> Ledger {
+        self.payments = payments;
+        self
+    }
+
+    /// Order id → the distinct payments that reached it.
+    pub fn payments(&self) -> &BTreeMap<String, BTreeSet<PaymentSource>> {
+        &self.payments
     }
 
     pub fn orders(&self) -> &BTreeMap<String, Order> {
@@ -199,6 +227,9 @@ impl Ledger {
                 .insert(event.id.clone(), (Outcome::Unmatched, None));
             return (Outcome::Unmatched, report);
         };
+        if let Some(report) = event.kind.custom_payment() {
+            effects.custom_reports.push(report.clone());
+        }
         effects
             .processed
             .insert(event.id.clone(), (outcome, Some(order_id.clone())));
@@ -234,6 +265,7 @@ impl Ledger {
         let applied = apply(current, order_id, event, now)?;
         self.orders.insert(order_id.to_owned(), applied.order);
         self.touched.insert(order_id.to_owned());
+        self.record_payment(order_id, event, effects, report);
         let mut outcome = Outcome::Stale;
         if let (Some(transition), Some(message)) = (
             applied.decision.and_then(|d| d.transition()),
@@ -254,6 +286,45 @@ impl Ledger {
             outcome = Outcome::Applied;
         }
         Some(outcome)
+    }
+
+    /// Adds the event's payment to its order's set. A payment the set did not
+    /// hold, joining others, is a second distinct payment: an anomaly. (The
+    /// order is paid by the first; the status rule already keeps it `paid`
+    /// and sends no second `order.paid`.)
+    fn record_payment(
+        &mut self,
+        order_id: &str,
+        event: &OrderEvent,
+        effects: &mut Effects,
+        report: &mut Report,
+    ) {
+        let Some(source) = event.kind.payment_source() else {
+            return;
+        };
+        let sources = self.payments.entry(order_id.to_owned()).or_default();
+        if sources.contains(&source) {
+            return;
+        }
+        let earlier: Vec<PaymentSource> = sources.iter().cloned().collect();
+        sources.insert(source.clone());
+        effects.new_payments.push(NewPayment {
+            order_id: order_id.to_owned(),
+            source: source.clone(),
+            event_id: event.id.clone(),
+        });
+        if earlier.is_empty() {
+            return;
+        }
+        let anomaly = Anomaly {
+            order_id: order_id.to_owned(),
+            kind: AnomalyKind::PaidTwice,
+            event_id: event.id.clone(),
+            payment: source,
+            earlier,
+        };
+        effects.anomalies.push(anomaly.clone());
+        report.anomalies.push(anomaly);
     }
 
     /// Records the PaymentIntent's link (the first link wins: Stripe never

@@ -67,7 +67,8 @@
 //! - A Checkout Session event overwrites each detail for which it carries a value
 //!   (`null` never erases): the session is what the customer saw at checkout.
 //! - A PaymentIntent event only fills details that are still unknown (e.g. when it
-//!   arrives before its session).
+//!   arrives before its session); so does a custom-payment report (its amount,
+//!   currency and customer email), which has no session to defer to.
 //! - `livemode` is sticky: true once any event says so.
 //! - When an order has several Checkout Sessions (a retried checkout), a *stale* event
 //!   of a session other than the recorded one changes nothing, so an abandoned session
@@ -77,9 +78,23 @@
 //! of an order with one Checkout Session and one PaymentIntent are order-independent too
 //! (the property tests check this). With several sessions per order they follow the
 //! rule above, which may depend on arrival order; statuses and messages never do.
+//! The same holds for an order paid both through Stripe and by a custom payment (an
+//! anomaly, see below) when the two disagree on a detail: the first to arrive fills it.
+//!
+//! # Custom payments and paying twice
+//!
+//! A custom-payment report ([`custom`]) is one more event: `guaranteed` targets
+//! `paid` and `failed` targets `payment_failed`, under the same precedence and the
+//! same dedup (its event id is `custom_payment:{report id}`). The ledger also keeps,
+//! per order, the set of distinct payments that reached it ([`PaymentSource`]: Stripe,
+//! or one custom report). A payment joining a non-empty set is an [`Anomaly`]
+//! (`paid_twice`): the order stays paid, no second `order.paid` is sent, and a person
+//! is told the customer may need a refund. The set is a union, so the number of
+//! anomalies of an order (its payments minus one) does not depend on arrival order.
 
 mod json;
 
+pub mod custom;
 mod envelope;
 mod event;
 mod ledger;
@@ -87,6 +102,7 @@ mod lifecycle;
 mod message;
 mod model;
 mod order;
+mod payment;
 mod plan;
 pub mod sample;
 #[cfg(feature = "scenarios")]
@@ -94,6 +110,9 @@ pub mod scenario;
 mod status;
 pub mod upkeep;
 
+pub use custom::{
+    CUSTOM_PAYMENT_TYPE, CustomOutcome, CustomPaymentReport, ReportError, parse_custom_payment,
+};
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use event::{
     EventKind, HANDLED_EVENT_TYPES, OrderEvent, ParseError, Parsed, PaymentIntentFacts,
@@ -110,5 +129,8 @@ pub use message::{
 };
 pub use model::Model;
 pub use order::{Applied, Decision, Order, Transition, apply, decide};
+pub use payment::{
+    Anomaly, AnomalyKind, NewPayment, ParseSourceError, PaymentMethod, PaymentSource,
+};
 pub use plan::{BatchPlan, LockKey, fresh};
 pub use status::{OrderStatus, ParseStatusError, PaymentStatus};

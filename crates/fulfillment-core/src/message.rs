@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::event::OrderEvent;
 use crate::lifecycle::{DisputeStatus, Note, RefundStatus};
 use crate::order::{Order, Transition};
+use crate::payment::PaymentMethod;
 use crate::status::OrderStatus;
 
 /// Kind of downstream message: one per status, and one per lifecycle fact
@@ -95,8 +96,11 @@ pub struct OrderMessage {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
-    /// The Stripe event that caused the transition.
+    /// The Stripe event (or `custom_payment:{report id}`) that caused the transition.
     pub event_id: String,
+    /// How the payment behind the transition was made (contract 8.3): the
+    /// causing event's, so an `order.paid` says what paid the order.
+    pub payment_method: PaymentMethod,
     /// RFC 3339, UTC.
     pub occurred_at: String,
     /// What a lifecycle message adds, as members of the body; `None` (nothing
@@ -175,6 +179,7 @@ impl OrderMessage {
             customer_email: order.customer_email.clone(),
             livemode: order.livemode,
             event_id: event.id.clone(),
+            payment_method: event.kind.payment_method(),
             occurred_at: rfc3339(now),
             detail: None,
         }
@@ -241,6 +246,7 @@ impl OrderMessage {
             customer_email: order.customer_email.clone(),
             livemode: order.livemode,
             event_id: event.id.clone(),
+            payment_method: event.kind.payment_method(),
             occurred_at: rfc3339(now),
             detail: Some(detail),
         }
@@ -295,7 +301,7 @@ impl OrderMessage {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        // Only strings, integers, booleans and unit enums: serialisation cannot fail.
+        // Only strings, integers, booleans and enums of them: serialisation cannot fail.
         serde_json::to_vec(self).expect("OrderMessage serialises to JSON")
     }
 }

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::OffsetDateTime;
 
+use crate::custom::CustomPaymentReport;
 use crate::event::OrderEvent;
 use crate::ledger::{Ledger, Outcome, Recorded};
 use crate::message::OrderMessage;
 use crate::order::Order;
+use crate::payment::{Anomaly, NewPayment, PaymentSource};
 
 /// In-memory model of the worker, the oracle for property and integration tests:
 /// dedup by event id, then [`Ledger`] on the whole state (order resolution, parking of
@@ -29,6 +31,9 @@ pub struct Model {
     outbox: Vec<OrderMessage>,
     /// What `processed_events` would say: last outcome and order per event id.
     processed: BTreeMap<String, (Outcome, Option<String>)>,
+    payments: Vec<NewPayment>,
+    anomalies: Vec<Anomaly>,
+    custom_reports: Vec<CustomPaymentReport>,
 }
 
 impl Model {
@@ -43,6 +48,9 @@ impl Model {
         self.transitions.append(&mut effects.transitions);
         self.outbox.append(&mut effects.messages);
         self.processed.append(&mut effects.processed);
+        self.payments.append(&mut effects.new_payments);
+        self.anomalies.append(&mut effects.anomalies);
+        self.custom_reports.append(&mut effects.custom_reports);
         let (outcome, _) = effects.results.pop().expect("one result per event");
         outcome
     }
@@ -64,6 +72,26 @@ impl Model {
     /// `processed_events` (a released event ends `applied` or `stale`).
     pub fn processed(&self) -> &BTreeMap<String, (Outcome, Option<String>)> {
         &self.processed
+    }
+
+    /// Every distinct payment recorded for an order, in the order it arrived.
+    pub fn payments(&self) -> &[NewPayment] {
+        &self.payments
+    }
+
+    /// Order id → its distinct payments.
+    pub fn payment_sources(&self) -> &BTreeMap<String, BTreeSet<PaymentSource>> {
+        self.ledger.payments()
+    }
+
+    /// Every anomaly raised so far, in the order it happened.
+    pub fn anomalies(&self) -> &[Anomaly] {
+        &self.anomalies
+    }
+
+    /// Every custom-payment report taken in (not its duplicates).
+    pub fn custom_reports(&self) -> &[CustomPaymentReport] {
+        &self.custom_reports
     }
 
     pub fn parked(&self) -> usize {

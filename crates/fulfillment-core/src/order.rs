@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::custom::CustomPaymentReport;
 use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
 use crate::lifecycle::{self, Lifecycle, Note};
 use crate::message::OrderMessage;
@@ -154,6 +155,8 @@ fn merge_details(order: &mut Order, kind: &EventKind, is_transition: bool) {
         merge_payment_intent(order, intent);
     } else if let Some(session) = kind.session() {
         merge_session(order, session, is_transition);
+    } else if let Some(report) = kind.custom_payment() {
+        merge_custom_payment(order, report);
     }
     // Charges and disputes are about money moving back, not the order's details.
 }
@@ -184,6 +187,14 @@ fn merge_payment_intent(order: &mut Order, intent: &PaymentIntentFacts) {
     fill(&mut order.amount_total, intent.amount.as_ref());
     fill(&mut order.currency, intent.currency.as_ref());
     fill(&mut order.customer_email, intent.receipt_email.as_ref());
+}
+
+/// A report fills only what no Stripe object told us: a session is what the
+/// customer saw, and an order paid only off Stripe has nothing else.
+fn merge_custom_payment(order: &mut Order, report: &CustomPaymentReport) {
+    fill(&mut order.amount_total, Some(&report.amount));
+    fill(&mut order.currency, Some(&report.currency));
+    fill(&mut order.customer_email, report.customer_email.as_ref());
 }
 
 /// A known value replaces; `None` means "not in this payload", never "erase".

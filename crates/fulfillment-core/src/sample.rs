@@ -253,6 +253,30 @@ fn envelope(spec: &SampleSpec, event_type: &str, object: Value) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A realistic custom-payment report (contract 8.2), as a merchant's backend
+/// sends it after its own processor completed the payment at `completed_at`
+/// (a minute after it started); for `send-custom-payment` and tests.
+pub fn custom_payment(
+    report_id: &str,
+    order_id: &str,
+    outcome: crate::CustomOutcome,
+    completed_at: i64,
+) -> crate::CustomPaymentReport {
+    crate::CustomPaymentReport {
+        id: report_id.to_owned(),
+        order_id: order_id.to_owned(),
+        outcome,
+        amount: 4200,
+        currency: "eur".to_owned(),
+        custom_payment_method_type: "cpmt_sample".to_owned(),
+        payment_reference: format!("psp_{report_id}"),
+        initiated_at: completed_at - 60,
+        completed_at,
+        customer_email: Some("buyer@example.com".to_owned()),
+        stripe_customer: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! Random scenarios of Stripe events for property tests (feature `scenarios`):
 //! orders with one or more Checkout Sessions, their events and PaymentIntents
 //! (succeeded, processing, failed attempts, canceled), the refunds and
-//! disputes of their charges, delivered in any order with duplicates, plus an
-//! independent oracle of the end status and lifecycle facts. Shared by the
-//! core's property tests and the store-vs-Model test of the `fulfillment`
-//! crate, so both draw from the same distribution.
+//! disputes of their charges, and custom-payment reports for the same orders
+//! (some guaranteed, some failed, sometimes two), delivered in any order with
+//! duplicates, plus an independent oracle of the end status, the lifecycle
+//! facts and the double payments. Shared by the core's property tests and the
+//! store-vs-Model test of the `fulfillment` crate, so both draw from the same
+//! distribution.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +14,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use crate::custom::{self, CustomOutcome, CustomPaymentReport};
 use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
 use crate::lifecycle::{
     DisputeFacts, DisputeStatus, FailedAttempt, PaymentError, RefundFacts, RefundStatus,
@@ -33,9 +36,13 @@ fn event_at(id: &str, created: i64, kind: EventKind) -> OrderEvent {
     }
 }
 
-/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`.
+/// A Stripe-shaped JSON body that [`crate::parse_event`] reads back as `event`
+/// (for a custom-payment report: its envelope, as the receiver publishes it).
 pub fn body(event: &OrderEvent) -> Vec<u8> {
     let object = match &event.kind {
+        EventKind::CustomPayment(report) => {
+            return custom::envelope(&report.to_json(), &report.id, event.created);
+        }
         EventKind::PaymentIntentPaymentFailed(attempt) => {
             let mut object = payment_intent(&attempt.intent);
             object["last_payment_error"] = payment_error(&attempt.error);
@@ -139,6 +146,15 @@ pub struct OrderSpec {
     pub named_by_session: bool,
     pub sessions: Vec<SessionSpec>,
     pub livemode: bool,
+    /// Custom-payment reports for this order (each with its own id).
+    pub custom: Vec<CustomSpec>,
+}
+
+/// One custom-payment report.
+#[derive(Clone, Debug)]
+pub struct CustomSpec {
+    pub outcome: CustomOutcome,
+    pub shows_email: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +267,13 @@ impl OrderSpec {
                 events.extend(self.intent_events(k, j, intent));
             }
         }
+        for (i, spec) in self.custom.iter().enumerate() {
+            let report = self.custom_report(k, i, spec);
+            events.push(event(
+                &report.event_id(),
+                EventKind::CustomPayment(Box::new(report)),
+            ));
+        }
         events
     }
 
@@ -302,6 +325,25 @@ impl OrderSpec {
             }
         }
         events
+    }
+
+    /// Amount, currency and email as the first PaymentIntent's, so that an
+    /// order paid both ways (an anomaly) still converges to one row in the
+    /// tests; what happens when they disagree is the documented "first fills".
+    pub fn custom_report(&self, k: usize, i: usize, spec: &CustomSpec) -> CustomPaymentReport {
+        CustomPaymentReport {
+            id: format!("cpay_{k}_{i}"),
+            order_id: self.order_id(k),
+            outcome: spec.outcome,
+            amount: amount(k, 0) + 1,
+            currency: "eur".to_owned(),
+            custom_payment_method_type: "cpmt_test".to_owned(),
+            payment_reference: format!("psp_{k}_{i}"),
+            initiated_at: 1_700_000_000,
+            completed_at: 1_700_000_060,
+            customer_email: spec.shows_email.then(|| format!("r{k}@example.com")),
+            stripe_customer: None,
+        }
     }
 
     pub fn session_kind(&self, k: usize, j: usize, spec: &SessionEventSpec) -> EventKind {
@@ -394,6 +436,7 @@ impl OrderSpec {
                 targets.extend(intent.events.iter().map(|e| e.target()));
             }
         }
+        targets.extend(self.custom.iter().map(|c| c.outcome.target_status()));
         targets.into_iter().max()
     }
 
@@ -424,6 +467,27 @@ impl OrderSpec {
             }
         }
         expected
+    }
+
+    /// Independent oracle of double payments: Stripe (any paying event that
+    /// reaches the order) counts once, each guaranteed report once; every
+    /// payment after the first is an anomaly.
+    pub fn expected_anomalies(&self, k: usize) -> usize {
+        let stripe_paid = self.sessions.iter().enumerate().any(|(j, session)| {
+            let intent_paid = session
+                .applied_intent()
+                .is_some_and(|intent| intent.events.contains(&IntentEventKind::Succeeded));
+            intent_paid
+                || session.events.iter().any(|spec| {
+                    self.session_kind(k, j, spec).target_status() == Some(OrderStatus::Paid)
+                })
+        });
+        let custom_paid = self
+            .custom
+            .iter()
+            .filter(|c| c.outcome == CustomOutcome::Guaranteed)
+            .count();
+        (usize::from(stripe_paid) + custom_paid).saturating_sub(1)
     }
 }
 
@@ -571,16 +635,37 @@ pub fn session_spec() -> impl Strategy<Value = SessionSpec> {
     })
 }
 
+pub fn custom_spec() -> impl Strategy<Value = CustomSpec> {
+    let outcome = prop_oneof![
+        2 => Just(CustomOutcome::Guaranteed),
+        1 => Just(CustomOutcome::Failed),
+    ];
+    (outcome, any::<bool>()).prop_map(|(outcome, shows_email)| CustomSpec {
+        outcome,
+        shows_email,
+    })
+}
+
+/// Most orders are Stripe-only; one in three also gets one or two reports.
+pub fn custom_specs() -> impl Strategy<Value = Vec<CustomSpec>> {
+    prop_oneof![
+        2 => Just(Vec::new()),
+        1 => vec(custom_spec(), 1..=2),
+    ]
+}
+
 pub fn order_spec(max_sessions: usize) -> impl Strategy<Value = OrderSpec> {
     (
         any::<bool>(),
         vec(session_spec(), 1..=max_sessions),
         any::<bool>(),
+        custom_specs(),
     )
-        .prop_map(|(named_by_session, sessions, livemode)| OrderSpec {
+        .prop_map(|(named_by_session, sessions, livemode, custom)| OrderSpec {
             named_by_session,
             sessions,
             livemode,
+            custom,
         })
 }
 

@@ -31,6 +31,7 @@ proptest! {
         let mut ledger = Ledger::default();
         let mut seen = BTreeSet::new();
         let (mut outcomes, mut transitions, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut anomalies, mut reports) = (Vec::new(), Vec::new());
         for batch in batches(&delivered, &sizes) {
             let events: Vec<(&OrderEvent, &[u8])> = batch.iter().map(|e| (e, &[][..])).collect();
             let before = seen.clone();
@@ -39,11 +40,16 @@ proptest! {
             outcomes.extend(effects.results.into_iter().map(|(o, _)| o));
             transitions.extend(effects.transitions);
             messages.extend(effects.messages);
+            anomalies.extend(effects.anomalies);
+            reports.extend(effects.custom_reports);
         }
         prop_assert_eq!(outcomes, one_by_one);
         prop_assert_eq!(ledger.orders(), model.orders());
         prop_assert_eq!(&transitions[..], model.transitions());
         prop_assert_eq!(&messages[..], model.outbox());
+        prop_assert_eq!(&anomalies[..], model.anomalies());
+        prop_assert_eq!(&reports[..], model.custom_reports());
+        prop_assert_eq!(ledger.payments(), model.payment_sources());
         let parked: Vec<&OrderEvent> = ledger.parked().iter().map(|p| &p.event).collect();
         prop_assert_eq!(parked, model.parked_events().collect::<Vec<_>>());
     }

@@ -346,6 +346,7 @@ fn lifecycle_messages_in_full() {
         "currency": "usd",
         "customer_email": "receipt@example.com",
         "livemode": false,
+        "payment_method": { "kind": "stripe" },
         "occurred_at": "2025-05-01T12:00:00Z",
     });
     let with = |extra: serde_json::Value| {

@@ -1,6 +1,7 @@
 //! Order-independence of the whole worker, checked on the reference [`Model`]: any
-//! permutation of a set of events, with any duplication, ends in the same place,
-//! statuses and lifecycle facts (failed attempts, refunds, disputes) alike.
+//! permutation of a set of events (Stripe's and custom-payment reports for the same
+//! orders), with any duplication, ends in the same place, statuses and lifecycle
+//! facts (failed attempts, refunds, disputes) alike.
 
 mod common;
 
@@ -211,6 +212,38 @@ fn check_converged(
             order_id
         );
     }
+    let anomalies = |m: &Model| -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for anomaly in m.anomalies() {
+            *counts.entry(anomaly.order_id.clone()).or_insert(0) += 1;
+        }
+        counts
+    };
+    prop_assert_eq!(anomalies(model), anomalies(reference));
+    prop_assert_eq!(model.payment_sources(), reference.payment_sources());
+    for (k, spec) in specs.iter().enumerate() {
+        let order_id = spec.order_id(k);
+        let raised = anomalies(model).get(&order_id).copied().unwrap_or(0);
+        prop_assert_eq!(
+            raised,
+            spec.expected_anomalies(k),
+            "anomalies of {}",
+            order_id
+        );
+    }
+    let reports: BTreeSet<&str> = model
+        .custom_reports()
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    let expected_reports: usize = specs.iter().map(|spec| spec.custom.len()).sum();
+    prop_assert_eq!(
+        model.custom_reports().len(),
+        expected_reports,
+        "each report once"
+    );
+    prop_assert_eq!(reports.len(), expected_reports);
+
     let expected_parked: usize = specs.iter().map(OrderSpec::unmatchable_events).sum();
     prop_assert_eq!(model.parked(), expected_parked);
 

@@ -238,6 +238,7 @@ fn message_carries_order_details() {
             "customer_email": "a@example.com",
             "livemode": false,
             "event_id": "evt_1",
+            "payment_method": {"kind": "stripe"},
             "occurred_at": "2025-05-01T12:00:00Z",
         })
     );

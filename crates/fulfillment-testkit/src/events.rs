@@ -72,3 +72,15 @@ pub fn lifecycle(
     };
     fulfillment_core::sample::event_with(event_type, &spec, lifecycle).expect("a sample type")
 }
+
+/// A custom-payment report body for `order_id` (see
+/// `fulfillment_core::sample::custom_payment`), completed now.
+pub fn custom_payment(report_id: &str, order_id: &str, guaranteed: bool) -> Vec<u8> {
+    let outcome = if guaranteed {
+        fulfillment_core::CustomOutcome::Guaranteed
+    } else {
+        fulfillment_core::CustomOutcome::Failed
+    };
+    fulfillment_core::sample::custom_payment(report_id, order_id, outcome, crate::unix_now())
+        .to_json()
+}

@@ -68,3 +68,17 @@ pub async fn post_signed(port: u16, body: &[u8], secret: &str) -> Reply {
     let header = stripe_webhook_signature::sign_header(secret, crate::unix_now(), body);
     post_webhook(port, body, Some(&header)).await
 }
+
+/// POSTs a custom-payment report to `/payments/custom`, signed now with
+/// `secret` in `Fulfillment-Signature` (no header when `secret` is None).
+pub async fn post_custom_payment(port: u16, body: &[u8], secret: Option<&str>) -> Reply {
+    let mut headers = vec![("content-type", "application/json")];
+    let header;
+    if let Some(secret) = secret {
+        header = stripe_webhook_signature::sign_header(secret, crate::unix_now(), body);
+        headers.push(("fulfillment-signature", header.as_str()));
+    }
+    request(port, "POST", "/payments/custom", &headers, body.to_vec())
+        .await
+        .expect("custom payment request")
+}

@@ -19,6 +19,8 @@
 //! - [`db`]: reading and waiting on the service's database.
 //! - [`events`]: realistic Stripe events from `fulfillment_core::sample`.
 //! - [`proxy`]: a TCP proxy that can cut one service off the broker.
+//! - [`stripe`]: a stand-in for Stripe's API (events, line items, payment
+//!   records, idempotency, scripted failures and outages, a request log).
 
 pub mod amqp;
 pub mod db;
@@ -27,6 +29,7 @@ pub mod events;
 pub mod http;
 pub mod proxy;
 pub mod service;
+pub mod stripe;
 
 pub use env::TestEnv;
 pub use events::checkout_completed;
@@ -34,6 +37,9 @@ pub use service::{Service, cli, migrate};
 
 /// The endpoint secret the tests and benchmarks sign with. Not a real secret.
 pub const TEST_SECRET: &str = "whsec_test_only_not_a_real_secret";
+
+/// The `CUSTOM_PAYMENT_SECRET` tests sign custom-payment reports with.
+pub const CUSTOM_TEST_SECRET: &str = "cps_test_only_not_a_real_secret";
 
 /// Seconds since the Unix epoch, as Stripe's `created` and `t=` count them.
 pub fn unix_now() -> i64 {

@@ -21,6 +21,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Dlq(args) => dead_letters(args).await,
         Command::SendEvent(args) => send_event::run(args).await,
+        Command::SendCustomPayment(args) => send_event::run_custom_payment(args).await,
         Command::Orders(args) => orders(args).await,
         Command::Events(args) => events(args).await,
     }

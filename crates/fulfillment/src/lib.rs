@@ -25,6 +25,7 @@ pub mod send_event;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;
 pub mod topology;
 pub mod upkeep;

@@ -32,6 +32,9 @@ pub const PARKED_EVENTS: &str = "fulfillment_parked_events";
 pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
 pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
+pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
+pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
+pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
 // The rest of the payment lifecycle (contract 8.6).
 pub const PAYMENT_ATTEMPTS_FAILED_TOTAL: &str = "fulfillment_payment_attempts_failed_total";
 pub const REFUNDS_TOTAL: &str = "fulfillment_refunds_total";
@@ -61,6 +64,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
+    // Rare counters exist from the start at 0, so that the alert's
+    // increase() sees the first one (a series born at 1 shows no increase).
+    for kind in fulfillment_core::AnomalyKind::ALL {
+        metrics::counter!(ORDER_ANOMALIES_TOTAL, "kind" => kind.label()).absolute(0);
+    }
     Ok(handle)
 }
 
@@ -166,6 +174,18 @@ fn describe() {
     describe_counter!(
         RETENTION_RUNS_TOTAL,
         "Retention job runs, by outcome: done, skipped (another replica holds the lock), failed"
+    );
+    describe_counter!(
+        STRIPE_API_REQUESTS_TOTAL,
+        "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
+    );
+    describe_counter!(
+        CUSTOM_PAYMENTS_TOTAL,
+        "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
+    );
+    describe_counter!(
+        ORDER_ANOMALIES_TOTAL,
+        "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,

@@ -19,7 +19,7 @@ use tracing::info;
 use crate::broker::{self, BrokerLink, Publisher, Setup};
 use crate::cli::{
     AmqpArgs, DatabaseArgs, MetricsArgs, ReceiverArgs, ReceiverCmd, ServeArgs, ShutdownArgs,
-    WorkerArgs, WorkerCmd,
+    StripeArgs, WorkerArgs, WorkerCmd,
 };
 use crate::health::{self, DbHealth};
 use crate::receiver::{self, Endpoints, Readiness, Receiver};
@@ -30,7 +30,7 @@ use crate::{budget, db, dead_letters, http, metrics, relay, topology, upkeep, wo
 pub struct Roles {
     http_addr: SocketAddr,
     receiver: Option<ReceiverArgs>,
-    worker: Option<(WorkerArgs, DatabaseArgs)>,
+    worker: Option<(WorkerArgs, DatabaseArgs, StripeArgs)>,
     amqp: AmqpArgs,
     metrics: MetricsArgs,
     shutdown: ShutdownArgs,
@@ -42,7 +42,7 @@ impl Roles {
         Roles {
             http_addr: a.receiver.http_addr,
             receiver: Some(a.receiver),
-            worker: Some((a.worker, a.database)),
+            worker: Some((a.worker, a.database, a.stripe)),
             amqp: a.amqp,
             metrics: a.metrics,
             shutdown: a.shutdown,
@@ -66,7 +66,7 @@ impl Roles {
         Roles {
             http_addr: a.http_addr,
             receiver: None,
-            worker: Some((a.worker, a.database)),
+            worker: Some((a.worker, a.database, a.stripe)),
             amqp: a.amqp,
             metrics: a.metrics,
             shutdown: a.shutdown,
@@ -106,9 +106,9 @@ impl Application {
             _ => None,
         };
         let db_health = match roles.worker {
-            Some((args, database)) => {
+            Some((args, database, stripe)) => {
                 let ctx = (&roles.amqp, grace, &stopping);
-                Some(started.workers(args, &database, ctx)?)
+                Some(started.workers(args, &database, &stripe, ctx)?)
             }
             None => None,
         };
@@ -197,8 +197,20 @@ impl Started {
         amqp: &AmqpArgs,
     ) -> Receiver {
         let link = self.link(amqp, "receiver", publisher_setup(&[]));
+        let custom_verifier = args.custom_payment_verifier();
+        match &custom_verifier {
+            Some(_) => info!(
+                path = receiver::CUSTOM_PAYMENT_PATH,
+                "custom-payment reports enabled"
+            ),
+            None => info!(
+                path = receiver::CUSTOM_PAYMENT_PATH,
+                "custom-payment reports off (CUSTOM_PAYMENT_SECRET not set): that path answers 404"
+            ),
+        }
         Receiver {
             verifier,
+            custom_verifier,
             max_body_bytes: args.max_body_bytes.get(),
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             publisher: Publisher::new(link, amqp.confirm_timeout()),
@@ -213,9 +225,12 @@ impl Started {
         &mut self,
         args: WorkerArgs,
         database: &DatabaseArgs,
+        stripe: &StripeArgs,
         (amqp, grace, stopping): (&AmqpArgs, Duration, &Shutdown),
     ) -> anyhow::Result<DbHealth> {
         args.warn_about_short_retention();
+        // One client for the process: its calls share one rate budget.
+        let _stripe = crate::stripe::client(stripe)?;
         let pool = db::pool(
             database.database_url.expose(),
             args.database_max_connections,

@@ -1,5 +1,7 @@
 //! Applying events in PostgreSQL: dedup record, order row, history,
-//! PaymentIntent link, parked events and outbox commit or roll back together.
+//! PaymentIntent link, parked events, outbox, and the payment records
+//! (`store/payments.rs`: custom reports, distinct payments, anomalies) commit
+//! or roll back together.
 //! No rule lives here: what a batch loads and locks is `fulfillment_core::BatchPlan`,
 //! what it does is `fulfillment_core::Ledger` (which `fulfillment_core::Model`
 //! drives in memory); this module executes: claim → lock → load → ledger → write.
@@ -23,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod lifecycle;
+mod payments;
 
 use fulfillment_core::{
     BatchPlan, Effects, Ledger, LockKey, Order, OrderEvent, OrderMessage, OrderStatus, ParkedEvent,
@@ -47,10 +50,12 @@ pub async fn process_batch(
     lock_all(&mut tx, &plan.first_locks()).await?;
     let links = load_links(&mut tx, &plan.payment_intents()).await?;
     lock_all(&mut tx, &plan.link_locks(&links)).await?;
-    let orders = load_orders(&mut tx, &plan.order_ids(&links)).await?;
+    let order_ids = plan.order_ids(&links);
+    let orders = load_orders(&mut tx, &order_ids).await?;
+    let order_payments = payments::load(&mut tx, &order_ids).await?;
     let parked = take_parked(&mut tx, &plan.linking_payment_intents()).await?;
 
-    let mut ledger = Ledger::new(orders, links, parked);
+    let mut ledger = Ledger::new(orders, links, parked).with_payments(order_payments);
     let mut effects = ledger.apply(events, is_new, OffsetDateTime::now_utc());
     let results = std::mem::take(&mut effects.results);
     write(&mut tx, &effects, ledger.parked()).await?;
@@ -77,6 +82,7 @@ async fn write(
     store_messages(tx, &effects.messages).await?;
     store_links(tx, &effects.new_links).await?;
     store_parked(tx, parked).await?;
+    payments::write(tx, effects).await?;
     store_outcomes(tx, &effects.processed).await
 }
 

@@ -8,13 +8,14 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 
-use fulfillment_core::HANDLED_EVENT_TYPES;
+use fulfillment_core::{CUSTOM_PAYMENT_TYPE, HANDLED_EVENT_TYPES};
 
 use crate::retry;
 
 /// Every verified Stripe event; routing key = event type.
 pub const EVENTS_EXCHANGE: &str = "stripe.events";
-/// The workers' queue, bound to the event types they handle.
+/// The workers' queue, bound to the event types they handle and to
+/// custom-payment reports ([`bound_routing_keys`]).
 pub const WORK_QUEUE: &str = "stripe.fulfillment";
 /// Messages that failed for good.
 pub const DEAD_LETTER_QUEUE: &str = "stripe.fulfillment.dlq";
@@ -130,12 +131,12 @@ pub async fn declare(channel: &Channel, retry_delays: &[Duration]) -> lapin::Res
             .queue_declare(queue.into(), durable_queue(), quorum_queue_args())
             .await?;
     }
-    for event_type in HANDLED_EVENT_TYPES {
+    for routing_key in bound_routing_keys() {
         channel
             .queue_bind(
                 WORK_QUEUE.into(),
                 EVENTS_EXCHANGE.into(),
-                (*event_type).into(),
+                routing_key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -144,8 +145,20 @@ pub async fn declare(channel: &Channel, retry_delays: &[Duration]) -> lapin::Res
     Ok(())
 }
 
-/// Event types with a queue of ours bound: publishing them must route, so
+/// What `stripe.fulfillment` is bound to: the Stripe event types the
+/// workers handle, and `custom_payment.reported`, the routing key of
+/// custom-payment reports (not a Stripe type, so not in
+/// `HANDLED_EVENT_TYPES`, which is also what Stripe is asked about). Reports
+/// share the queue so they get the same retries, DLQ and replay.
+pub fn bound_routing_keys() -> impl Iterator<Item = &'static str> {
+    HANDLED_EVENT_TYPES
+        .iter()
+        .copied()
+        .chain(std::iter::once(CUSTOM_PAYMENT_TYPE))
+}
+
+/// Routing keys with a queue of ours bound: publishing them must route, so
 /// the receiver publishes them `mandatory` and treats a return as failure.
 pub fn is_handled(event_type: &str) -> bool {
-    HANDLED_EVENT_TYPES.contains(&event_type)
+    bound_routing_keys().any(|key| key == event_type)
 }

@@ -6,8 +6,9 @@
 //! through the real `store::process_batch` on a real PostgreSQL database
 //! (127.0.0.1:5432, one database per test, emptied between cases) and through
 //! `Model`; end states (lifecycle facts too: failed attempts, refunds, disputes),
-//! transitions, parked events (with their raw bodies), outbox messages and
-//! `processed_events` must agree. The scenarios mix every handled type, refunds and
+//! transitions, parked events (with their raw bodies), outbox messages,
+//! `processed_events`, and the payment records (custom reports, distinct payments per
+//! order, anomalies) must agree. The scenarios mix every handled type, refunds and
 //! disputes of charges included. `PROPTEST_CASES` sets the number of cases (default 48).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,8 +17,8 @@ use std::time::SystemTime;
 use fulfillment::{db, store};
 use fulfillment_core::scenario::{OrderSpec, batches, body, scenario};
 use fulfillment_core::{
-    Detail, Dispute, LastFailure, Lifecycle, Model, Order, OrderEvent, OrderMessage, OrderStatus,
-    PaymentError, Refund, Transition,
+    CustomOutcome, CustomPaymentReport, Detail, Dispute, LastFailure, Lifecycle, Model, Order,
+    OrderEvent, OrderMessage, OrderStatus, PaymentError, Refund, Transition,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -64,7 +65,8 @@ impl TestDb {
         self.runtime.block_on(async {
             sqlx::query(
                 "TRUNCATE orders, order_transitions, processed_events, payment_intent_links, \
-                 parked_events, outbox, order_disputes",
+                 parked_events, outbox, order_disputes, custom_payments, order_payments, \
+                 order_anomalies",
             )
             .execute(&self.pool)
             .await
@@ -122,6 +124,12 @@ struct Stored {
     outbox: BTreeMap<String, OrderMessage>,
     /// `processed_events`: event id → (outcome label, order id).
     processed: BTreeMap<String, (String, Option<String>)>,
+    /// `order_payments`: (order id, source, first event id).
+    payments: BTreeSet<(String, String, String)>,
+    /// `order_anomalies`: (order id, kind, event id, payment, earlier payments).
+    anomalies: BTreeSet<(String, String, String, String, Vec<String>)>,
+    /// `custom_payments`, each read back into a report.
+    reports: BTreeMap<String, CustomPaymentReport>,
 }
 
 async fn stored(pool: &PgPool) -> Stored {
@@ -222,12 +230,61 @@ async fn stored(pool: &PgPool) -> Stored {
         .into_iter()
         .map(|(id, outcome, order)| (id, (outcome, order)))
         .collect();
+    let payments = sqlx::query_as("SELECT order_id, source, event_id FROM order_payments")
+        .fetch_all(pool)
+        .await
+        .expect("order_payments")
+        .into_iter()
+        .collect();
+    let anomalies = sqlx::query_as(
+        "SELECT order_id, kind, event_id, payment, earlier_payments FROM order_anomalies",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("order_anomalies")
+    .into_iter()
+    .collect();
+    let rows = sqlx::query(
+        "SELECT report_id, order_id, outcome, amount, currency, custom_payment_method_type, \
+         payment_reference, extract(epoch FROM initiated_at)::int8 AS initiated_at, \
+         extract(epoch FROM completed_at)::int8 AS completed_at, customer_email, stripe_customer \
+         FROM custom_payments",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("custom_payments");
+    let reports = rows
+        .iter()
+        .map(|row| {
+            let outcome: String = row.get("outcome");
+            let report = CustomPaymentReport {
+                id: row.get("report_id"),
+                order_id: row.get("order_id"),
+                outcome: match outcome.as_str() {
+                    "guaranteed" => CustomOutcome::Guaranteed,
+                    _ => CustomOutcome::Failed,
+                },
+                amount: row.get("amount"),
+                currency: row.get("currency"),
+                custom_payment_method_type: row.get("custom_payment_method_type"),
+                payment_reference: row.get("payment_reference"),
+                initiated_at: row.get("initiated_at"),
+                completed_at: row.get("completed_at"),
+                customer_email: row.get("customer_email"),
+                stripe_customer: row.get("stripe_customer"),
+            };
+            (report.id.clone(), report)
+        })
+        .collect();
     Stored {
         orders,
         transitions,
         parked,
         outbox,
         processed,
+        payments,
+        anomalies,
+        reports,
     }
 }
 
@@ -260,6 +317,51 @@ fn lifecycle_of(row: &sqlx::postgres::PgRow) -> Lifecycle {
         refund,
         disputes: BTreeMap::new(),
     }
+}
+
+fn payments_of(model: &Model) -> BTreeSet<(String, String, String)> {
+    model
+        .payments()
+        .iter()
+        .map(|p| (p.order_id.clone(), p.source.key(), p.event_id.clone()))
+        .collect()
+}
+
+fn anomalies_of(model: &Model) -> BTreeSet<(String, String, String, String, Vec<String>)> {
+    model
+        .anomalies()
+        .iter()
+        .map(|a| {
+            let earlier = a.earlier.iter().map(|p| p.key()).collect();
+            let kind = a.kind.label().to_owned();
+            (
+                a.order_id.clone(),
+                kind,
+                a.event_id.clone(),
+                a.payment.key(),
+                earlier,
+            )
+        })
+        .collect()
+}
+
+fn reports_of(model: &Model) -> BTreeMap<String, CustomPaymentReport> {
+    model
+        .custom_reports()
+        .iter()
+        .map(|r| (r.id.clone(), r.clone()))
+        .collect()
+}
+
+/// Anomalies per order: what does not depend on which payment came first.
+fn anomaly_counts<'a>(
+    anomalies: impl IntoIterator<Item = &'a (String, String, String, String, Vec<String>)>,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (order, ..) in anomalies {
+        *counts.entry(order.clone()).or_insert(0) += 1;
+    }
+    counts
 }
 
 fn model_of(events: &[OrderEvent]) -> (Model, Vec<store::Outcome>) {
@@ -325,6 +427,9 @@ fn sequential_batches_match_the_model() {
             .map(|(id, (outcome, order))| (id.clone(), (outcome.label().to_owned(), order.clone())))
             .collect();
         prop_assert_eq!(db.processed, processed);
+        prop_assert_eq!(db.payments, payments_of(&model));
+        prop_assert_eq!(db.anomalies, anomalies_of(&model));
+        prop_assert_eq!(db.reports, reports_of(&model));
     });
 }
 
@@ -432,5 +537,33 @@ fn check_converged(specs: &[OrderSpec], db: &Stored, model: &Model) -> Result<()
     prop_assert!(unfinished.is_empty(), "still processing: {:?}", unfinished);
     let ids: BTreeSet<&String> = db.processed.keys().collect();
     prop_assert_eq!(ids, model.processed().keys().collect::<BTreeSet<_>>());
+
+    // Which payment came first may differ; the set of payments per order,
+    // the number of anomalies per order and the reports taken in may not.
+    let sources = |payments: &BTreeSet<(String, String, String)>| {
+        payments
+            .iter()
+            .map(|(order, source, _)| (order.clone(), source.clone()))
+            .collect::<BTreeSet<_>>()
+    };
+    prop_assert_eq!(sources(&db.payments), sources(&payments_of(model)));
+    prop_assert_eq!(
+        anomaly_counts(&db.anomalies),
+        anomaly_counts(&anomalies_of(model))
+    );
+    for (k, spec) in specs.iter().enumerate() {
+        let order_id = spec.order_id(k);
+        let raised = anomaly_counts(&db.anomalies)
+            .get(&order_id)
+            .copied()
+            .unwrap_or(0);
+        prop_assert_eq!(
+            raised,
+            spec.expected_anomalies(k),
+            "anomalies of {}",
+            order_id
+        );
+    }
+    prop_assert_eq!(&db.reports, &reports_of(model));
     Ok(())
 }

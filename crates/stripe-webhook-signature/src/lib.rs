@@ -130,6 +130,13 @@ impl Secrets {
         Ok(Secrets { secrets })
     }
 
+    /// Whether any secret is in both lists: two endpoints that must not
+    /// vouch for each other (e.g. Stripe's webhook and another sender)
+    /// should be refused at start when they do.
+    pub fn overlaps(&self, other: &Secrets) -> bool {
+        self.secrets.iter().any(|s| other.secrets.contains(s))
+    }
+
     /// Number of secrets (always at least one).
     pub fn len(&self) -> usize {
         self.secrets.len()

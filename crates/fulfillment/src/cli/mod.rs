@@ -10,7 +10,8 @@ mod tools;
 
 pub use services::{ReceiverArgs, ReceiverCmd, ServeArgs, WorkerArgs, WorkerCmd};
 pub use tools::{
-    DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd, SendEventCmd,
+    CustomOutcomeArg, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction,
+    OrdersCmd, SendCustomPaymentCmd, SendEventCmd,
 };
 
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub enum Command {
     Events(EventsCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
+    /// Signs and POSTs a realistic custom-payment report to /payments/custom, for demos and smoke tests.
+    SendCustomPayment(SendCustomPaymentCmd),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +117,27 @@ pub struct DatabaseArgs {
         value_parser = Quiet(config::database_url)
     )]
     pub database_url: Secret,
+}
+
+/// Talking to Stripe's API (contract 8.1). Without a key every feature that
+/// calls Stripe is off, and the process says so once at start.
+#[derive(Debug, Clone, Args)]
+pub struct StripeArgs {
+    /// Secret or restricted API key (`sk_…`/`rk_…`); unset = no calls to Stripe.
+    #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true, value_parser = Quiet(config::stripe_api_key))]
+    pub stripe_api_key: Option<stripe_api::ApiKey>,
+
+    /// Where Stripe's API is: https, or plain http to a loopback address (a test stand-in).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = stripe_api::DEFAULT_API_BASE, value_parser = Quiet(config::stripe_api_base))]
+    pub stripe_api_base: stripe_api::ApiBase,
+
+    /// Sent as `Stripe-Version`: the API version the calls were written for.
+    #[arg(long, env = "STRIPE_API_VERSION", default_value = stripe_api::DEFAULT_API_VERSION, value_parser = Quiet(config::stripe_api_version))]
+    pub stripe_api_version: String,
+
+    /// Stripe API requests per second this process sends, at most (all calls together).
+    #[arg(long, env = "STRIPE_API_RATE", default_value = "20", value_parser = Quiet(config::stripe_api_rate))]
+    pub stripe_api_rate: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -157,7 +181,36 @@ mod tests {
         // (The environment may override a default; these hold either way.)
         assert!(!args.worker.parked_ttl.is_zero());
         assert!(args.receiver.max_inflight_body_bytes > 0);
+        assert!(args.stripe.stripe_api_rate > 0.0);
         let shown = format!("{:?}", args.amqp);
         assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
+    }
+
+    #[test]
+    fn the_custom_payment_secret_must_not_be_a_webhook_secret() {
+        let parse = |custom: &str| {
+            let cli = Cli::try_parse_from([
+                "fulfillment",
+                "receiver",
+                "--stripe-webhook-secret",
+                "whsec_a,whsec_b",
+                "--custom-payment-secret",
+                custom,
+            ])
+            .expect("parses");
+            let Command::Receiver(cmd) = cli.command else {
+                panic!("receiver");
+            };
+            cmd.receiver
+        };
+        let shared = parse("cps_x,whsec_b").validate().unwrap_err().to_string();
+        assert!(shared.starts_with("CUSTOM_PAYMENT_SECRET:"), "{shared}");
+        assert!(
+            !shared.contains("whsec_b"),
+            "never echoes a secret: {shared}"
+        );
+        let own = parse("cps_x");
+        assert!(own.validate().is_ok());
+        assert!(own.custom_payment_verifier().is_some());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use stripe_webhook_signature::Secrets;
 
-use super::{AmqpArgs, DatabaseArgs, MetricsArgs, ShutdownArgs};
+use super::{AmqpArgs, DatabaseArgs, MetricsArgs, ShutdownArgs, StripeArgs};
 use crate::config::{self, Quiet};
 use crate::retry::RetryPolicy;
 
@@ -17,6 +17,8 @@ pub struct ServeArgs {
     pub receiver: ReceiverArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
@@ -46,6 +48,8 @@ pub struct WorkerCmd {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
@@ -109,7 +113,14 @@ pub struct ReceiverArgs {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = Quiet(config::webhook_secrets))]
     pub stripe_webhook_secret: Option<Secrets>,
 
-    /// Allowed clock skew between Stripe's timestamp and ours, both directions.
+    /// Enables `POST /payments/custom`: one or more secrets (comma-separated
+    /// while rotating) the merchant's backend signs its custom-payment
+    /// reports with (`Fulfillment-Signature`). Unset: that path is 404.
+    #[arg(long, env = "CUSTOM_PAYMENT_SECRET", hide_env_values = true, value_parser = Quiet(config::custom_payment_secrets))]
+    pub custom_payment_secret: Option<Secrets>,
+
+    /// Allowed clock skew between a signature's timestamp and ours, both
+    /// directions (Stripe-Signature and Fulfillment-Signature).
     #[arg(long, env = "SIGNATURE_TOLERANCE_SECS", default_value = "300", value_parser = config::tolerance)]
     pub signature_tolerance_secs: NonZeroU64,
 
@@ -147,6 +158,13 @@ impl ReceiverArgs {
                 "STRIPE_WEBHOOK_SECRET is required (one or more endpoint secrets, comma-separated)"
             )
         })?;
+        if let Some(custom) = &self.custom_payment_secret
+            && custom.overlaps(&secrets)
+        {
+            // Whoever holds the webhook secret (Stripe) could then report
+            // payments, and the other way round.
+            anyhow::bail!("CUSTOM_PAYMENT_SECRET: must differ from every STRIPE_WEBHOOK_SECRET");
+        }
         if self.max_inflight_body_bytes < self.max_body_bytes.get() {
             anyhow::bail!(
                 "MAX_INFLIGHT_BODY_BYTES: must be at least MAX_BODY_BYTES ({}), or no full-size body could ever be read",
@@ -154,6 +172,15 @@ impl ReceiverArgs {
             );
         }
         Ok(stripe_webhook_signature::Verifier::new(
+            secrets,
+            self.signature_tolerance_secs.get(),
+        ))
+    }
+
+    /// The verifier of `POST /payments/custom`, when `CUSTOM_PAYMENT_SECRET` is set.
+    pub fn custom_payment_verifier(&self) -> Option<stripe_webhook_signature::Verifier> {
+        let secrets = self.custom_payment_secret.clone()?;
+        Some(stripe_webhook_signature::Verifier::new(
             secrets,
             self.signature_tolerance_secs.get(),
         ))

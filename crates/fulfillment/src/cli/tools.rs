@@ -1,5 +1,5 @@
 //! Settings of the one-shot commands: `migrate`, `dlq`, `orders`,
-//! `events`, `send-event`.
+//! `events`, `send-event`, `send-custom-payment`.
 
 use clap::{Args, Subcommand};
 
@@ -151,4 +151,65 @@ pub struct SendEventCmd {
     /// Print the event instead of sending it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendCustomPaymentCmd {
+    /// The order the payment is for (the merchant's order id).
+    #[arg(long)]
+    pub order: String,
+
+    /// What the other processor said.
+    #[arg(long, value_enum, default_value_t = CustomOutcomeArg::Guaranteed)]
+    pub outcome: CustomOutcomeArg,
+
+    /// The report's id (the dedup key); default: a new one. Reuse one to see deduplication.
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// Amount in the currency's minor unit (4200 = 42.00 EUR).
+    #[arg(long, default_value_t = 4200)]
+    pub amount: i64,
+
+    /// Three-letter ISO currency code, lowercase.
+    #[arg(long, default_value = "eur")]
+    pub currency: String,
+
+    /// The custom payment method type from Stripe's Dashboard (`cpmt_...`).
+    #[arg(long = "type", default_value = "cpmt_sample")]
+    pub method_type: String,
+
+    /// The other processor's id of the payment; default: a new one.
+    #[arg(long)]
+    pub reference: Option<String>,
+
+    /// The customer's email.
+    #[arg(long, default_value = "buyer@example.com")]
+    pub customer_email: Option<String>,
+
+    /// The customer's Stripe id (`cus_...`), when known.
+    #[arg(long)]
+    pub stripe_customer: Option<String>,
+
+    /// Endpoint to POST to.
+    #[arg(
+        long,
+        env = "SEND_CUSTOM_PAYMENT_URL",
+        default_value = "http://127.0.0.1:8080/payments/custom"
+    )]
+    pub url: String,
+
+    /// Secret to sign with (the first one, if several).
+    #[arg(long, env = "CUSTOM_PAYMENT_SECRET", hide_env_values = true, value_parser = Quiet(config::secret))]
+    pub secret: Option<Secret>,
+
+    /// Print the report instead of sending it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CustomOutcomeArg {
+    Guaranteed,
+    Failed,
 }

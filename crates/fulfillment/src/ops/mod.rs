@@ -19,12 +19,14 @@ macro_rules! ts {
 
 mod events;
 mod orders;
+mod payments;
 
 pub use events::{EventStory, event_story, print_event};
 pub use orders::{
     DisputeLine, EventLine, MessageLine, OrderRow, OrderStory, TransitionLine, order_story,
     print_order,
 };
+pub use payments::{AnomalyLine, CustomPaymentLine, PaymentLine, PaymentStory};
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct ParkedLine {

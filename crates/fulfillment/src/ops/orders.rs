@@ -1,12 +1,14 @@
 //! `orders show`: an order's row (with its failed attempts and refund),
 //! its disputes, every event recorded for it with its outcome, its
-//! transitions, its outbox messages and its parked events.
+//! transitions, its outbox messages, its parked events, and its payments
+//! (`payments.rs`: method, custom reports, anomalies).
 
 use std::io::Write;
 
 use serde::Serialize;
 use sqlx::Connection;
 
+use super::payments::{PaymentStory, payment_story, print_payment_method, print_payments};
 use super::{ParkedLine, opt, parked_line, read_only};
 
 #[derive(Debug, Serialize)]
@@ -18,6 +20,8 @@ pub struct OrderStory {
     pub transitions: Vec<TransitionLine>,
     pub messages: Vec<MessageLine>,
     pub parked: Vec<ParkedLine>,
+    #[serde(flatten)]
+    pub payments: PaymentStory,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -164,6 +168,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     .bind(&order.payment_intent_id)
     .fetch_all(&mut *tx)
     .await?;
+    let payments = payment_story(&mut tx, order_id).await?;
     tx.rollback().await.ok();
     Ok(Some(OrderStory {
         order,
@@ -172,6 +177,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
         transitions,
         messages,
         parked,
+        payments,
     }))
 }
 
@@ -196,6 +202,7 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
         "  payment intent:    {}",
         opt(&o.order.payment_intent_id)
     )?;
+    print_payment_method(&o.payments, out)?;
     writeln!(out, "  livemode:          {}", o.order.livemode)?;
     writeln!(out, "  created:           {}", o.order.created_at)?;
     writeln!(out, "  updated:           {}", o.order.updated_at)?;
@@ -256,7 +263,7 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
             writeln!(out, "  {}", parked_line(p))?;
         }
     }
-    Ok(())
+    print_payments(&o.payments, out)
 }
 
 /// Refund and failed attempts, under the amount.

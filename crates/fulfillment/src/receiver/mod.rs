@@ -1,4 +1,5 @@
-//! `POST /webhooks/stripe`: verify, publish with confirm, then answer.
+//! `POST /webhooks/stripe` (and `POST /payments/custom`, `custom.rs`):
+//! verify, publish with confirm, then answer.
 //!
 //! The order of checks is the order of cost: size and the signature header's
 //! shape and timestamp before reading, room in the shared body budget before
@@ -9,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
@@ -19,6 +21,7 @@ use stripe_webhook_signature::{Verifier, VerifyError, parse_header};
 use tracing::{debug, warn};
 
 mod body;
+mod custom;
 mod rejection;
 mod throttle;
 
@@ -34,12 +37,16 @@ use crate::metrics as m;
 use crate::topology::{EVENTS_EXCHANGE, is_handled};
 
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
+pub use custom::CUSTOM_PAYMENT_PATH;
+const STRIPE_SIGNATURE: &str = "Stripe-Signature";
 /// Seconds Stripe (or any client) is asked to wait when we cannot accept.
 pub(crate) const RETRY_AFTER_SECS: &str = "5";
 const MAX_AMQP_SHORT_STRING: usize = 255;
 
 pub struct Receiver {
     pub verifier: Verifier,
+    /// `CUSTOM_PAYMENT_SECRET`: `POST /payments/custom` exists only when set.
+    pub custom_verifier: Option<Verifier>,
     pub max_body_bytes: usize,
     pub body_read_timeout: Duration,
     pub publisher: Publisher,
@@ -63,6 +70,12 @@ impl Endpoints {
         match (req.method(), req.uri().path(), &self.receiver) {
             (&Method::POST, WEBHOOK_PATH, Some(receiver)) => receiver.webhook(req).await,
             (_, WEBHOOK_PATH, Some(_)) => method_not_allowed("POST"),
+            (method, CUSTOM_PAYMENT_PATH, Some(receiver)) if receiver.custom_verifier.is_some() => {
+                match *method {
+                    Method::POST => receiver.custom_payment(req).await,
+                    _ => method_not_allowed("POST"),
+                }
+            }
             _ => health(&req, &self.ready).unwrap_or_else(|| text(404, "not found\n")),
         }
     }
@@ -81,14 +94,54 @@ pub fn health<B>(req: &Request<B>, ready: &Readiness) -> Option<Response<Body>> 
     Some(response)
 }
 
+/// Which POST route a request came in on: its metric and its log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Webhook,
+    CustomPayment,
+}
+
+impl Route {
+    fn counter(self) -> &'static str {
+        match self {
+            Route::Webhook => m::WEBHOOK_REQUESTS_TOTAL,
+            Route::CustomPayment => m::CUSTOM_PAYMENTS_TOTAL,
+        }
+    }
+
+    fn rejected(self) -> &'static str {
+        match self {
+            Route::Webhook => "webhook rejected",
+            Route::CustomPayment => "custom payment report rejected",
+        }
+    }
+}
+
 impl Receiver {
     pub async fn webhook(&self, req: Request<Incoming>) -> Response<Body> {
+        self.respond(Route::Webhook, self.accept(req)).await
+    }
+
+    /// `POST /payments/custom` (see `custom.rs`); only routed here when
+    /// `CUSTOM_PAYMENT_SECRET` is set.
+    pub async fn custom_payment(&self, req: Request<Incoming>) -> Response<Body> {
+        self.respond(Route::CustomPayment, self.accept_custom_payment(req))
+            .await
+    }
+
+    /// Runs one POST to its answer: the same metrics, logs and responses on
+    /// every route, labelled by route. `accepted` yields the id taken in.
+    async fn respond(
+        &self,
+        route: Route,
+        accepted: impl std::future::Future<Output = Result<String, Rejection>>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let gauge = metrics::gauge!(m::WEBHOOK_IN_FLIGHT);
         gauge.increment(1.0);
-        let (outcome, response) = match self.accept(req).await {
-            Ok(event_id) => {
-                debug!(event_id, "event accepted");
+        let (outcome, response) = match accepted.await {
+            Ok(id) => {
+                debug!(id, route = ?route, "accepted");
                 (
                     Outcome::Accepted,
                     json(200, r#"{"received":true}"#.to_owned()),
@@ -111,39 +164,37 @@ impl Receiver {
                     status = rejection.status.as_u16(),
                     reason = %rejection.reason,
                     event_id = rejection.event_id.as_deref(),
-                    "webhook rejected"
+                    "{}", route.rejected()
                 );
                 (rejection.outcome, rejection_response(&rejection))
             }
         };
         gauge.decrement(1.0);
-        metrics::counter!(m::WEBHOOK_REQUESTS_TOTAL, "outcome" => outcome.label()).increment(1);
-        metrics::histogram!(m::WEBHOOK_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(route.counter(), "outcome" => outcome.label()).increment(1);
+        if route == Route::Webhook {
+            metrics::histogram!(m::WEBHOOK_DURATION_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+        }
         response
     }
 
     /// Returns the accepted event's id.
     async fn accept(&self, req: Request<Incoming>) -> Result<String, Rejection> {
-        let declared = self.check_declared_length(&req)?;
-        let signature = signature_header(&req).map_err(Rejection::closing)?;
-        self.precheck_signature(&signature)
-            .map_err(Rejection::closing)?;
-        let mut reservation = self.reserve(declared)?;
-        let body = self.read_body(req, declared, &mut reservation).await?;
-        let verified = self.verifier.verify(&signature, &body, unix_now());
-        // Authentic or not, the bytes are no longer "unverified": free them
-        // for the next stranger before the (possibly slow) publish.
-        drop(reservation);
-        verified.map_err(|e| {
-            Rejection::new(
-                Outcome::BadSignature,
-                StatusCode::BAD_REQUEST,
-                e.to_string(),
-            )
-        })?;
+        let body = self
+            .verified_body(req, STRIPE_SIGNATURE, &self.verifier)
+            .await?;
         let envelope = fulfillment_core::parse_envelope(&body).map_err(|e| {
             Rejection::new(Outcome::BadRequest, StatusCode::BAD_REQUEST, e.to_string())
         })?;
+        if fulfillment_core::custom::is_reserved(&envelope.id, &envelope.event_type) {
+            // Only POST /payments/custom, with its own secret, may speak for
+            // a custom payment.
+            return Err(Rejection::new(
+                Outcome::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "event id or type reserved for custom-payment reports",
+            ));
+        }
         check_amqp_names(&envelope.id, &envelope.event_type)?;
         self.publish(&envelope.id, &envelope.event_type, &body)
             .await
@@ -154,25 +205,36 @@ impl Receiver {
         Ok(envelope.id)
     }
 
-    /// What can be judged without the body: the header's grammar and its
-    /// timestamp. A stranger's junk header or a replay outside the tolerance
-    /// costs us no body buffer. Same answer (400) as after reading.
-    fn precheck_signature(&self, header: &str) -> Result<(), Rejection> {
-        let bad = |e: VerifyError| {
+    /// The body of a request signed in `header` with one of `verifier`'s
+    /// secrets, read within every limit. The order of checks is the order of
+    /// cost (module docs); every route that takes a signed body uses this.
+    async fn verified_body(
+        &self,
+        req: Request<Incoming>,
+        header: &'static str,
+        verifier: &Verifier,
+    ) -> Result<Bytes, Rejection> {
+        let declared = self.check_declared_length(&req)?;
+        let signature = signature_header(&req, header).map_err(Rejection::closing)?;
+        precheck_signature(verifier, &signature).map_err(Rejection::closing)?;
+        let mut reservation = self.reserve(declared)?;
+        let body = self.read_body(req, declared, &mut reservation).await?;
+        let verified = verifier.verify(&signature, &body, unix_now());
+        // Authentic or not, the bytes are no longer "unverified": free them
+        // for the next stranger before the (possibly slow) publish.
+        drop(reservation);
+        verified.map_err(|e| {
             Rejection::new(
                 Outcome::BadSignature,
                 StatusCode::BAD_REQUEST,
                 e.to_string(),
             )
-        };
-        let parsed = parse_header(header).map_err(bad)?;
-        let tolerance = self.verifier.tolerance_secs();
-        if tolerance != 0 && unix_now().abs_diff(parsed.timestamp) > tolerance {
-            return Err(bad(VerifyError::TimestampOutOfTolerance));
-        }
-        Ok(())
+        })?;
+        Ok(body)
     }
+}
 
+impl Receiver {
     async fn publish(&self, id: &str, event_type: &str, body: &[u8]) -> Result<(), Rejection> {
         let properties = BasicProperties::default()
             .with_message_id(ShortString::from(id))
@@ -199,19 +261,40 @@ impl Receiver {
     }
 }
 
-fn signature_header(req: &Request<Incoming>) -> Result<String, Rejection> {
-    let bad = |reason: &str| Rejection::new(Outcome::BadSignature, StatusCode::BAD_REQUEST, reason);
-    let mut values = req.headers().get_all("stripe-signature").iter();
+/// What can be judged without the body: the header's grammar and its
+/// timestamp. A stranger's junk header or a replay outside the tolerance
+/// costs us no body buffer. Same answer (400) as after reading.
+fn precheck_signature(verifier: &Verifier, header: &str) -> Result<(), Rejection> {
+    let bad = |e: VerifyError| {
+        Rejection::new(
+            Outcome::BadSignature,
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+        )
+    };
+    let parsed = parse_header(header).map_err(bad)?;
+    let tolerance = verifier.tolerance_secs();
+    if tolerance != 0 && unix_now().abs_diff(parsed.timestamp) > tolerance {
+        return Err(bad(VerifyError::TimestampOutOfTolerance));
+    }
+    Ok(())
+}
+
+/// The one signature header `name` (e.g. `Stripe-Signature`), as text.
+fn signature_header(req: &Request<Incoming>, name: &'static str) -> Result<String, Rejection> {
+    let bad =
+        |reason: String| Rejection::new(Outcome::BadSignature, StatusCode::BAD_REQUEST, reason);
+    let mut values = req.headers().get_all(name).iter();
     let value = values
         .next()
-        .ok_or_else(|| bad("missing Stripe-Signature header"))?;
+        .ok_or_else(|| bad(format!("missing {name} header")))?;
     if values.next().is_some() {
-        return Err(bad("more than one Stripe-Signature header"));
+        return Err(bad(format!("more than one {name} header")));
     }
     value
         .to_str()
         .map(str::to_owned)
-        .map_err(|_| bad("Stripe-Signature header is not ASCII"))
+        .map_err(|_| bad(format!("{name} header is not ASCII")))
 }
 
 /// AMQP short strings (message id, routing key) hold at most 255 bytes.

@@ -37,6 +37,8 @@ pub(super) struct Rejection {
     pub(super) status: StatusCode,
     pub(super) reason: String,
     pub(super) event_id: Option<String>,
+    /// The request member at fault, when one is (shown to the caller).
+    pub(super) field: Option<String>,
     /// The body was not (wholly) read, so the connection cannot be reused.
     pub(super) close: bool,
     /// Shed for lack of budget: logged in aggregate, never once per request,
@@ -51,6 +53,7 @@ impl Rejection {
             status,
             reason: reason.into(),
             event_id: None,
+            field: None,
             close: false,
             shed: false,
         }
@@ -63,7 +66,11 @@ impl Rejection {
 }
 
 pub(super) fn rejection_response(r: &Rejection) -> Response<Body> {
-    let body = serde_json::json!({ "error": r.outcome.label(), "reason": r.reason }).to_string();
+    let mut body = serde_json::json!({ "error": r.outcome.label(), "reason": r.reason });
+    if let Some(field) = &r.field {
+        body["field"] = field.as_str().into();
+    }
+    let body = body.to_string();
     let mut response = json(r.status.as_u16(), body);
     let headers = response.headers_mut();
     if r.outcome == Outcome::Unavailable {

@@ -127,6 +127,19 @@ impl Worker {
         if report.released > 0 {
             metrics::counter!(m::PARKED_RELEASED_TOTAL).increment(report.released as u64);
         }
+        for anomaly in &report.anomalies {
+            let kind = anomaly.kind.label();
+            metrics::counter!(m::ORDER_ANOMALIES_TOTAL, "kind" => kind).increment(1);
+            let earlier: Vec<String> = anomaly.earlier.iter().map(|p| p.key()).collect();
+            warn!(
+                event_id = %anomaly.event_id,
+                order_id = %anomaly.order_id,
+                kind,
+                payment = %anomaly.payment,
+                earlier = ?earlier,
+                "order anomaly: a second distinct payment reached a paid order; the customer may need a refund (fulfillment orders show)"
+            );
+        }
         for (order_id, note) in &report.notes {
             record_note(event, order_id, note);
         }
