@@ -10,7 +10,7 @@
 
 pub use fulfillment_testkit::{
     CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, amqp, checkout_completed, cli, db, env,
-    events, http, migrate, proxy, service, unix_now,
+    events, http, migrate, proxy, service, stripe, unix_now,
 };
 
 /// Path of the shared fixtures (`../shared` beside the repository), when present.

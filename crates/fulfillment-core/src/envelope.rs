@@ -88,6 +88,8 @@ pub(crate) struct Document<'a> {
     pub(crate) event_type: Cow<'a, str>,
     pub(crate) created: Option<Raw<'a>>,
     pub(crate) livemode: Option<Raw<'a>>,
+    /// The Connect account the event belongs to (top level), if any.
+    pub(crate) account: Option<Raw<'a>>,
     pub(crate) data: Option<Nested<Data<'a>>>,
 }
 
@@ -104,6 +106,7 @@ members! {
         event_type: Raw<'a> = "type",
         created: Raw<'a> = "created",
         livemode: Raw<'a> = "livemode",
+        account: Raw<'a> = "account",
         data: Nested<OnePassData<'a>> = "data",
     }
 }
@@ -121,6 +124,7 @@ members! {
         event_type: Raw<'a> = "type",
         created: Raw<'a> = "created",
         livemode: Raw<'a> = "livemode",
+        account: Raw<'a> = "account",
         data: Raw<'a> = "data",
     }
 }
@@ -138,6 +142,7 @@ struct Members<'a> {
     event_type: Option<Raw<'a>>,
     created: Option<Raw<'a>>,
     livemode: Option<Raw<'a>>,
+    account: Option<Raw<'a>>,
     data: Option<Nested<Data<'a>>>,
 }
 
@@ -164,6 +169,7 @@ impl<'a> Document<'a> {
             )?,
             created: members.created,
             livemode: members.livemode,
+            account: members.account,
             data: members.data,
         })
     }
@@ -203,6 +209,7 @@ impl<'a> Members<'a> {
             event_type: one.event_type,
             created: one.created,
             livemode: one.livemode,
+            account: one.account,
             data: one.data.map(|data| {
                 data.map(|data| Data {
                     object: data.object,
@@ -219,6 +226,7 @@ impl<'a> Members<'a> {
             event_type: fallback.event_type,
             created: fallback.created,
             livemode: fallback.livemode,
+            account: fallback.account,
             data: json::nested::<FallbackData<'a>>(fallback.data).map(|data| {
                 data.map(|data| Data {
                     object: json::nested(data.object),

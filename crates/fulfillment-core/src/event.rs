@@ -49,7 +49,7 @@ pub enum EventKind {
     PaymentIntentSucceeded(PaymentIntentFacts),
     // The rest of the payment lifecycle (contract 8.6, `crate::lifecycle`).
     PaymentIntentProcessing(PaymentIntentFacts),
-    PaymentIntentPaymentFailed(FailedAttempt),
+    PaymentIntentPaymentFailed(Box<FailedAttempt>),
     PaymentIntentCanceled(PaymentIntentFacts),
     ChargeRefunded(RefundFacts),
     ChargeDisputeCreated(DisputeFacts),
@@ -183,6 +183,10 @@ pub struct OrderEvent {
     pub id: String,
     pub event_type: String,
     pub created: i64,
+    /// The Connect account the event belongs to (Stripe's top-level
+    /// `account`); `None` for the platform's own events and custom payments.
+    /// Calls to Stripe about the event's objects act for it (`Stripe-Account`).
+    pub account: Option<String>,
     pub kind: EventKind,
 }
 
@@ -317,6 +321,7 @@ fn custom_payment_event(doc: Document<'_>, body: &[u8]) -> Result<Parsed, ParseE
         id: doc.id.into_owned(),
         event_type: doc.event_type.into_owned(),
         created,
+        account: None,
         kind: EventKind::CustomPayment(Box::new(report)),
     }))
 }
@@ -335,6 +340,7 @@ fn handled_event(doc: Document<'_>) -> Result<Parsed, FieldError> {
         expected: "an integer",
     })?;
     let livemode = json::boolean(doc.livemode).ok().flatten();
+    let account = owned(str(doc.account, "account")?);
     let kind = match handled.kind(data_object(doc.data)?, livemode)? {
         Kind::Event(kind) => kind,
         Kind::NotOurs(reason) => {
@@ -349,6 +355,7 @@ fn handled_event(doc: Document<'_>) -> Result<Parsed, FieldError> {
         id: doc.id.into_owned(),
         event_type: doc.event_type.into_owned(),
         created,
+        account,
         kind,
     }))
 }
@@ -446,10 +453,9 @@ impl Handled {
             Handled::IntentFailed => {
                 let intent = payment_intent_facts(object, livemode, Amount::Requested)?;
                 let error = lifecycle::payment_error(object)?;
-                Ok(EventKind::PaymentIntentPaymentFailed(FailedAttempt {
-                    intent,
-                    error,
-                }))
+                Ok(EventKind::PaymentIntentPaymentFailed(Box::new(
+                    FailedAttempt { intent, error },
+                )))
             }
             Handled::Refunded => return lifecycle::refund(object, livemode),
             Handled::DisputeCreated => return lifecycle::dispute(object, livemode, false),

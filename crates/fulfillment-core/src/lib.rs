@@ -104,6 +104,7 @@ mod model;
 mod order;
 mod payment;
 mod plan;
+pub mod reconcile;
 pub mod sample;
 #[cfg(feature = "scenarios")]
 pub mod scenario;

@@ -96,6 +96,9 @@ pub struct OrderMessage {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
+    /// The order's Connect account (`null` for the platform's own orders):
+    /// act for it (`Stripe-Account`) when asking Stripe about the order.
+    pub account: Option<String>,
     /// The Stripe event (or `custom_payment:{report id}`) that caused the transition.
     pub event_id: String,
     /// How the payment behind the transition was made (contract 8.3): the
@@ -178,6 +181,7 @@ impl OrderMessage {
             currency: order.currency.clone(),
             customer_email: order.customer_email.clone(),
             livemode: order.livemode,
+            account: order.account.clone(),
             event_id: event.id.clone(),
             payment_method: event.kind.payment_method(),
             occurred_at: rfc3339(now),
@@ -247,6 +251,7 @@ impl OrderMessage {
             livemode: order.livemode,
             event_id: event.id.clone(),
             payment_method: event.kind.payment_method(),
+            account: order.account.clone(),
             occurred_at: rfc3339(now),
             detail: Some(detail),
         }

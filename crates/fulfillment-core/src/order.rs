@@ -20,6 +20,9 @@ pub struct Order {
     pub livemode: bool,
     /// Failed attempts, refunds and disputes: facts beside the status (contract 8.6).
     pub lifecycle: Lifecycle,
+    /// The Connect account the order's Stripe events belong to; the first
+    /// one known stays (one order's events all come from one account).
+    pub account: Option<String>,
 }
 
 impl Order {
@@ -35,6 +38,7 @@ impl Order {
             customer_email: None,
             livemode: false,
             lifecycle: Lifecycle::default(),
+            account: None,
         }
     }
 }
@@ -133,6 +137,7 @@ pub fn apply(
     };
     let transition = decision.as_ref().and_then(Decision::transition);
     merge_details(&mut order, &event.kind, transition.is_some());
+    fill(&mut order.account, event.account.as_ref());
     if let Some(decision) = &decision {
         order.status = decision.status();
     }

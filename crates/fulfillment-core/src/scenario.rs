@@ -32,6 +32,7 @@ fn event_at(id: &str, created: i64, kind: EventKind) -> OrderEvent {
         id: id.to_owned(),
         event_type: kind.event_type().to_owned(),
         created,
+        account: None,
         kind,
     }
 }
@@ -57,7 +58,7 @@ pub fn body(event: &OrderEvent) -> Vec<u8> {
             (None, None) => unreachable!("every other kind is a PaymentIntent or a session"),
         },
     };
-    let envelope = json!({
+    let mut envelope = json!({
         "id": event.id,
         "object": "event",
         "type": event.event_type,
@@ -65,6 +66,9 @@ pub fn body(event: &OrderEvent) -> Vec<u8> {
         "livemode": object["livemode"],
         "data": { "object": object },
     });
+    if let Some(account) = &event.account {
+        envelope["account"] = json!(account);
+    }
     serde_json::to_vec(&envelope).expect("JSON values serialise")
 }
 
@@ -146,6 +150,9 @@ pub struct OrderSpec {
     pub named_by_session: bool,
     pub sessions: Vec<SessionSpec>,
     pub livemode: bool,
+    /// The order is sold by a Connect account: its Stripe events carry
+    /// `account` (`acct_{k}`); its custom-payment reports do not.
+    pub connect: bool,
     /// Custom-payment reports for this order (each with its own id).
     pub custom: Vec<CustomSpec>,
 }
@@ -256,15 +263,28 @@ impl OrderSpec {
         }
     }
 
+    /// The Connect account of the order's Stripe events, if any.
+    pub fn account(&self, k: usize) -> Option<String> {
+        self.connect.then(|| format!("acct_{k}"))
+    }
+
     pub fn events(&self, k: usize) -> Vec<OrderEvent> {
         let mut events = Vec::new();
+        let stripe_event = |id: String, kind| OrderEvent {
+            account: self.account(k),
+            ..event(&id, kind)
+        };
         for (j, session) in self.sessions.iter().enumerate() {
             for (i, spec) in session.events.iter().enumerate() {
                 let kind = self.session_kind(k, j, spec);
-                events.push(event(&format!("evt_{k}_{j}_{i}"), kind));
+                events.push(stripe_event(format!("evt_{k}_{j}_{i}"), kind));
             }
             if let Some(intent) = &session.intent {
-                events.extend(self.intent_events(k, j, intent));
+                let intent_events = self.intent_events(k, j, intent).into_iter();
+                events.extend(intent_events.map(|e| OrderEvent {
+                    account: self.account(k),
+                    ..e
+                }));
             }
         }
         for (i, spec) in self.custom.iter().enumerate() {
@@ -394,10 +414,12 @@ impl OrderSpec {
             IntentEventKind::Succeeded => EventKind::PaymentIntentSucceeded(facts),
             IntentEventKind::Processing => EventKind::PaymentIntentProcessing(facts),
             IntentEventKind::Canceled => EventKind::PaymentIntentCanceled(facts),
-            IntentEventKind::Failed(n) => EventKind::PaymentIntentPaymentFailed(FailedAttempt {
-                intent: facts,
-                error: sample_error(n),
-            }),
+            IntentEventKind::Failed(n) => {
+                EventKind::PaymentIntentPaymentFailed(Box::new(FailedAttempt {
+                    intent: facts,
+                    error: sample_error(n),
+                }))
+            }
         }
     }
 
@@ -660,13 +682,17 @@ pub fn order_spec(max_sessions: usize) -> impl Strategy<Value = OrderSpec> {
         vec(session_spec(), 1..=max_sessions),
         any::<bool>(),
         custom_specs(),
+        any::<bool>(),
     )
-        .prop_map(|(named_by_session, sessions, livemode, custom)| OrderSpec {
-            named_by_session,
-            sessions,
-            livemode,
-            custom,
-        })
+        .prop_map(
+            |(named_by_session, sessions, livemode, custom, connect)| OrderSpec {
+                named_by_session,
+                sessions,
+                livemode,
+                connect,
+                custom,
+            },
+        )
 }
 
 /// The orders, their events in canonical order, and a delivery of those events: each

@@ -505,6 +505,7 @@ proptest! {
             id: report.event_id(),
             event_type: custom::CUSTOM_PAYMENT_TYPE.to_owned(),
             created: i64::from(created),
+            account: None,
             kind: EventKind::CustomPayment(Box::new(report)),
         };
         prop_assert_eq!(parsed, Ok(Parsed::Handled(expected)));

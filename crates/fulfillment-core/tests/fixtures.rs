@@ -333,6 +333,7 @@ fn linking_session(pi: &str) -> OrderEvent {
         id: "evt_fixture_session".to_owned(),
         event_type: kind.event_type().to_owned(),
         created: 1_700_000_000,
+        account: None,
         kind,
     }
 }

@@ -14,14 +14,14 @@ use serde_json::json;
 fn failed(id: &str, pi: &str, order: Option<&str>, decline: Option<&str>) -> OrderEvent {
     event(
         id,
-        EventKind::PaymentIntentPaymentFailed(FailedAttempt {
+        EventKind::PaymentIntentPaymentFailed(Box::new(FailedAttempt {
             intent: intent(pi, order),
             error: PaymentError {
                 failure_code: Some("card_declined".to_owned()),
                 decline_code: decline.map(str::to_owned),
                 failure_message: Some("Your card was declined.".to_owned()),
             },
-        }),
+        })),
     )
 }
 
@@ -346,6 +346,7 @@ fn lifecycle_messages_in_full() {
         "currency": "usd",
         "customer_email": "receipt@example.com",
         "livemode": false,
+        "account": null,
         "payment_method": { "kind": "stripe" },
         "occurred_at": "2025-05-01T12:00:00Z",
     });

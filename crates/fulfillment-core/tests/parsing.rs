@@ -303,6 +303,23 @@ fn livemode_falls_back_to_the_envelope() {
 }
 
 #[test]
+fn the_connect_account_is_read_from_the_top_level() {
+    assert_eq!(handled(&session_event(|_| {})).account, None);
+    let of_account = session_event(|e| e["account"] = json!("acct_1Pgc76B7WZ01zgkW"));
+    assert_eq!(
+        handled(&of_account).account.as_deref(),
+        Some("acct_1Pgc76B7WZ01zgkW")
+    );
+    let null = intent_event(|e| e["account"] = Value::Null);
+    assert_eq!(handled(&null).account, None);
+    let intent = intent_event(|e| e["account"] = json!("acct_2"));
+    assert_eq!(handled(&intent).account.as_deref(), Some("acct_2"));
+    // Stripe always sends a string; anything else is a malformed event.
+    let err = parse_error(&session_event(|e| e["account"] = json!(5)));
+    assert_eq!(err.field(), "account");
+}
+
+#[test]
 fn payment_intent_succeeded() {
     let event = handled(INTENT_SUCCEEDED.as_bytes());
     assert_eq!(event.order_id(), Some("ord_42"));

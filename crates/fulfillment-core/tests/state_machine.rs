@@ -237,6 +237,7 @@ fn message_carries_order_details() {
             "currency": "usd",
             "customer_email": "a@example.com",
             "livemode": false,
+            "account": null,
             "event_id": "evt_1",
             "payment_method": {"kind": "stripe"},
             "occurred_at": "2025-05-01T12:00:00Z",
@@ -333,6 +334,34 @@ fn livemode_is_sticky() {
         &[live, completed("evt_2", "ord_1", PaymentStatus::Paid)],
     );
     assert!(order.livemode);
+}
+
+#[test]
+fn the_connect_account_is_kept_and_on_every_message() {
+    let of = |account: &str, event: OrderEvent| OrderEvent {
+        account: Some(account.to_owned()),
+        ..event
+    };
+    // The PaymentIntent (no account of its own here) and a session of the
+    // account: the first account known stays, and every message carries it.
+    let (order, messages) = run(
+        "ord_1",
+        &[
+            completed("evt_1", "ord_1", PaymentStatus::Unpaid),
+            of("acct_1", async_succeeded("evt_2", "ord_1")),
+            of("acct_2", expired("evt_3", "ord_1")),
+        ],
+    );
+    assert_eq!(order.account.as_deref(), Some("acct_1"));
+    assert_eq!(
+        routing_keys(&messages),
+        ["order.awaiting_payment", "order.paid"]
+    );
+    assert_eq!(
+        messages[0].account, None,
+        "not known yet when the order was new"
+    );
+    assert_eq!(messages[1].account.as_deref(), Some("acct_1"));
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::SendCustomPayment(args) => send_event::run_custom_payment(args).await,
         Command::Orders(args) => orders(args).await,
         Command::Events(args) => events(args).await,
+        Command::Reconcile(args) => crate::reconcile::command::run(args).await,
     }
 }
 

@@ -188,6 +188,52 @@ pub fn interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A job that runs every so often, or not at all (`0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    Off,
+    Every(Duration),
+}
+
+impl Schedule {
+    pub fn interval(self) -> Option<Duration> {
+        match self {
+            Schedule::Off => None,
+            Schedule::Every(d) => Some(d),
+        }
+    }
+}
+
+/// `RECONCILE_INTERVAL`: a duration, or `0` for off.
+pub fn schedule(s: &str) -> Result<Schedule, String> {
+    // The contract's spelling of "off" is a bare 0, which has no unit.
+    if s.trim() == "0" {
+        return Ok(Schedule::Off);
+    }
+    let d = fulfillment_core::upkeep::parse_duration(s)?;
+    if d.is_zero() {
+        return Ok(Schedule::Off);
+    }
+    interval(s).map(Schedule::Every)
+}
+
+/// A moment in RFC 3339 (`2026-11-20T00:00:00Z`), as Unix seconds.
+pub fn moment(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| "must be an RFC 3339 time such as 2026-11-20T00:00:00Z".into())
+}
+
+/// The end of a window: an RFC 3339 moment, or a duration ago (`2h`).
+pub fn bound(s: &str) -> Result<fulfillment_core::reconcile::Bound, String> {
+    use fulfillment_core::reconcile::Bound;
+    moment(s).map(Bound::At).or_else(|_| {
+        fulfillment_core::upkeep::parse_duration(s)
+            .map(Bound::Ago)
+            .map_err(|_| "must be an RFC 3339 time or a duration ago (e.g. 2h)".into())
+    })
+}
+
 /// `RETENTION_DAYS`, `OUTBOX_RETENTION_DAYS`: positive days, fractions allowed.
 pub fn days(s: &str) -> Result<Duration, String> {
     fulfillment_core::upkeep::parse_days(s)
@@ -225,6 +271,27 @@ mod tests {
             Ok(NonZeroUsize::new(7).unwrap())
         );
         assert!(at_least_one::<NonZeroUsize>("seven").is_err());
+    }
+
+    #[test]
+    fn reconcile_settings() {
+        use fulfillment_core::reconcile::Bound;
+        assert_eq!(schedule("0"), Ok(Schedule::Off));
+        assert_eq!(schedule("0s"), Ok(Schedule::Off));
+        assert_eq!(
+            schedule("10m"),
+            Ok(Schedule::Every(Duration::from_secs(600)))
+        );
+        assert!(schedule("1ms").is_err());
+        assert_eq!(moment("1970-01-01T00:01:00Z"), Ok(60));
+        assert_eq!(
+            moment("2026-11-20T01:00:00+01:00"),
+            moment("2026-11-20T00:00:00Z")
+        );
+        assert!(moment("yesterday").is_err());
+        assert_eq!(bound("1970-01-01T00:00:10Z"), Ok(Bound::At(10)));
+        assert_eq!(bound("2h"), Ok(Bound::Ago(Duration::from_secs(7200))));
+        assert!(bound("soon").is_err());
     }
 
     #[test]

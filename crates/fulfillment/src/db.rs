@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::Retryable;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tracing::{info, warn};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -115,4 +115,30 @@ pub fn is_conflict(e: &sqlx::Error) -> bool {
         e.as_database_error().and_then(|d| d.code()).as_deref(),
         Some("40001" | "40P01")
     )
+}
+
+/// Runs `job` on a connection of its own while holding the session-level
+/// advisory lock named `name`, so only one replica runs it at a time;
+/// `Ok(None)` when another replica holds the lock. The connection is closed
+/// afterwards instead of going back to the pool: closing is what releases
+/// the lock for sure, even when `job` fails or is cancelled half-way (a
+/// pooled connection would keep holding it).
+pub async fn exclusively<T, E>(
+    pool: &PgPool,
+    name: &str,
+    job: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<Option<T>, E>
+where
+    E: From<sqlx::Error>,
+{
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    job(&mut conn).await.map(Some)
 }

@@ -33,6 +33,8 @@ pub const PARKED_EVENTS_EXPIRED: &str = "fulfillment_parked_events_expired";
 pub const RETENTION_DELETED_TOTAL: &str = "fulfillment_retention_deleted_rows_total";
 pub const RETENTION_RUNS_TOTAL: &str = "fulfillment_retention_runs_total";
 pub const STRIPE_API_REQUESTS_TOTAL: &str = "fulfillment_stripe_api_requests_total";
+pub const RECONCILE_EVENTS_TOTAL: &str = "fulfillment_reconcile_events_total";
+pub const RECONCILE_RUNS_TOTAL: &str = "fulfillment_reconcile_runs_total";
 pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
 // The rest of the payment lifecycle (contract 8.6).
@@ -178,6 +180,14 @@ fn describe() {
     describe_counter!(
         STRIPE_API_REQUESTS_TOTAL,
         "Attempts at calling Stripe's API (retries included), by endpoint template and HTTP status, or status=error when there was no answer"
+    );
+    describe_counter!(
+        RECONCILE_EVENTS_TOTAL,
+        "Events a reconcile run listed from Stripe's Events API, by outcome: recovered (never taken in; published now: webhooks missed it) or known"
+    );
+    describe_counter!(
+        RECONCILE_RUNS_TOTAL,
+        "Periodic reconcile runs, by outcome: done, skipped (another replica holds the lock), failed"
     );
     describe_counter!(
         CUSTOM_PAYMENTS_TOTAL,

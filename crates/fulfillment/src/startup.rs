@@ -18,19 +18,19 @@ use tracing::info;
 
 use crate::broker::{self, BrokerLink, Publisher, Setup};
 use crate::cli::{
-    AmqpArgs, DatabaseArgs, MetricsArgs, ReceiverArgs, ReceiverCmd, ServeArgs, ShutdownArgs,
-    StripeArgs, WorkerArgs, WorkerCmd,
+    AmqpArgs, DatabaseArgs, MetricsArgs, ReceiverArgs, ReceiverCmd, ReconcileArgs, ServeArgs,
+    ShutdownArgs, StripeArgs, WorkerArgs, WorkerCmd,
 };
 use crate::health::{self, DbHealth};
 use crate::receiver::{self, Endpoints, Readiness, Receiver};
 use crate::shutdown::{self, Shutdown};
-use crate::{budget, db, dead_letters, http, metrics, relay, topology, upkeep, worker};
+use crate::{budget, db, dead_letters, http, metrics, reconcile, relay, topology, upkeep, worker};
 
 /// Which parts of the pipeline this process runs, with their settings.
 pub struct Roles {
     http_addr: SocketAddr,
     receiver: Option<ReceiverArgs>,
-    worker: Option<(WorkerArgs, DatabaseArgs, StripeArgs)>,
+    worker: Option<WorkerRole>,
     amqp: AmqpArgs,
     metrics: MetricsArgs,
     shutdown: ShutdownArgs,
@@ -42,7 +42,12 @@ impl Roles {
         Roles {
             http_addr: a.receiver.http_addr,
             receiver: Some(a.receiver),
-            worker: Some((a.worker, a.database, a.stripe)),
+            worker: Some(WorkerRole {
+                args: a.worker,
+                database: a.database,
+                stripe: a.stripe,
+                reconcile: a.reconcile,
+            }),
             amqp: a.amqp,
             metrics: a.metrics,
             shutdown: a.shutdown,
@@ -66,12 +71,25 @@ impl Roles {
         Roles {
             http_addr: a.http_addr,
             receiver: None,
-            worker: Some((a.worker, a.database, a.stripe)),
+            worker: Some(WorkerRole {
+                args: a.worker,
+                database: a.database,
+                stripe: a.stripe,
+                reconcile: a.reconcile,
+            }),
             amqp: a.amqp,
             metrics: a.metrics,
             shutdown: a.shutdown,
         }
     }
+}
+
+/// The settings of the worker role.
+struct WorkerRole {
+    args: WorkerArgs,
+    database: DatabaseArgs,
+    stripe: StripeArgs,
+    reconcile: ReconcileArgs,
 }
 
 /// A started process: its background tasks run; the HTTP listener starts
@@ -106,9 +124,9 @@ impl Application {
             _ => None,
         };
         let db_health = match roles.worker {
-            Some((args, database, stripe)) => {
+            Some(role) => {
                 let ctx = (&roles.amqp, grace, &stopping);
-                Some(started.workers(args, &database, &stripe, ctx)?)
+                Some(started.workers(role, ctx)?)
             }
             None => None,
         };
@@ -223,14 +241,18 @@ impl Started {
     /// the health watchers; hands back the database's health for readiness.
     fn workers(
         &mut self,
-        args: WorkerArgs,
-        database: &DatabaseArgs,
-        stripe: &StripeArgs,
+        role: WorkerRole,
         (amqp, grace, stopping): (&AmqpArgs, Duration, &Shutdown),
     ) -> anyhow::Result<DbHealth> {
+        let WorkerRole {
+            args,
+            database,
+            stripe,
+            reconcile,
+        } = role;
         args.warn_about_short_retention();
         // One client for the process: its calls share one rate budget.
-        let _stripe = crate::stripe::client(stripe)?;
+        let stripe = crate::stripe::client(&stripe)?;
         let pool = db::pool(
             database.database_url.expose(),
             args.database_max_connections,
@@ -277,6 +299,22 @@ impl Started {
             batch_size: i64::from(args.outbox_batch_size.get()),
         };
         self.tasks.push(tokio::spawn(relay.run(stopping.clone())));
+        if stripe.is_some() && reconcile.reconcile_interval.interval().is_none() {
+            info!("RECONCILE_INTERVAL is 0: missed events are not recovered periodically");
+        }
+        if let (Some(client), Some(interval)) = (stripe, reconcile.reconcile_interval.interval()) {
+            let periodic = reconcile::Periodic {
+                reconciler: reconcile::Reconciler {
+                    client,
+                    pool: pool.clone(),
+                    publisher: Some(Publisher::new(relay_link.clone(), amqp.confirm_timeout())),
+                },
+                interval,
+                lookback: reconcile.lookback.reconcile_lookback,
+            };
+            self.tasks
+                .push(tokio::spawn(periodic.run(stopping.clone())));
+        }
         let queues = health::watch_queues(relay_link, pool, stopping.clone());
         self.tasks.push(tokio::spawn(queues));
         Ok(health)
@@ -285,7 +323,7 @@ impl Started {
 
 /// Every link publishes with confirms and declares the topology it relies on
 /// (with `retry_delays`, the retry tiers too).
-fn publisher_setup(retry_delays: &[Duration]) -> Setup {
+pub(crate) fn publisher_setup(retry_delays: &[Duration]) -> Setup {
     let delays: Arc<[Duration]> = retry_delays.into();
     Arc::new(move |channel| {
         let delays = delays.clone();

@@ -296,7 +296,8 @@ async fn load_orders(
     }
     let rows = sqlx::query(&format!(
         "SELECT o.order_id, o.status, o.checkout_session_id, o.payment_intent_id, o.amount_total, \
-         o.currency, o.customer_email, o.livemode, {} FROM orders o WHERE o.order_id = ANY($1)",
+         o.currency, o.customer_email, o.livemode, o.account, {} FROM orders o \
+         WHERE o.order_id = ANY($1)",
         lifecycle::COLUMNS
     ))
     .bind(ids)
@@ -317,6 +318,7 @@ async fn load_orders(
             customer_email: row.get("customer_email"),
             livemode: row.get("livemode"),
             lifecycle: lifecycle::from_row(&row)?,
+            account: row.get("account"),
         };
         orders.insert(order.order_id.clone(), order);
     }
@@ -341,14 +343,16 @@ async fn store_orders(tx: &mut PgConnection, orders: &[Order]) -> Result<(), sql
     let currencies: Vec<Option<&str>> = orders.iter().map(|o| o.currency.as_deref()).collect();
     let emails: Vec<Option<&str>> = orders.iter().map(|o| o.customer_email.as_deref()).collect();
     let livemodes: Vec<bool> = orders.iter().map(|o| o.livemode).collect();
+    let accounts: Vec<Option<&str>> = orders.iter().map(|o| o.account.as_deref()).collect();
     sqlx::query(
         "INSERT INTO orders (order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::bool[]) \
+         customer_email, livemode, account) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::bool[], $9::text[]) \
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
          checkout_session_id = EXCLUDED.checkout_session_id, payment_intent_id = EXCLUDED.payment_intent_id, \
          amount_total = EXCLUDED.amount_total, currency = EXCLUDED.currency, \
-         customer_email = EXCLUDED.customer_email, livemode = EXCLUDED.livemode, updated_at = now()",
+         customer_email = EXCLUDED.customer_email, livemode = EXCLUDED.livemode, \
+         account = EXCLUDED.account, updated_at = now()",
     )
     .bind(&ids)
     .bind(&statuses)
@@ -358,6 +362,7 @@ async fn store_orders(tx: &mut PgConnection, orders: &[Order]) -> Result<(), sql
     .bind(&currencies)
     .bind(&emails)
     .bind(&livemodes)
+    .bind(&accounts)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -3,8 +3,8 @@
 //! retention are deleted.
 //!
 //! One replica at a time: each run takes a session-level PostgreSQL advisory
-//! lock with `pg_try_advisory_lock` and skips the run if another replica
-//! holds it (a crashed holder's lock goes with its connection). Deletes run
+//! lock (`db::exclusively`) and skips the run if another replica holds it
+//! (a crashed holder's lock goes with its connection). Deletes run
 //! in batches of [`BATCH`] rows, each its own short statement and commit,
 //! found through an index on the time column, so no lock is held for long
 //! and the tables stay writable throughout.
@@ -87,26 +87,10 @@ impl Upkeep {
 
     /// None when another replica holds the lock.
     async fn run_once(&self, shutdown: &Shutdown) -> Result<Option<Run>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(LOCK)
-                .fetch_one(&mut *conn)
-                .await?;
-        if !locked {
-            return Ok(None);
-        }
-        let result = self.jobs(&mut conn, shutdown).await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(LOCK)
-            .execute(&mut *conn)
-            .await;
-        if result.is_err() || unlocked.is_err() {
-            // Never hand a connection that may still hold the lock back to
-            // the pool: closing it releases the lock for sure.
-            conn.close_on_drop();
-        }
-        result.map(Some)
+        crate::db::exclusively(&self.pool, LOCK, async |conn| {
+            self.jobs(conn, shutdown).await
+        })
+        .await
     }
 
     async fn jobs(&self, conn: &mut PgConnection, shutdown: &Shutdown) -> Result<Run, sqlx::Error> {

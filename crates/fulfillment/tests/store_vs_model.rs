@@ -135,7 +135,7 @@ struct Stored {
 async fn stored(pool: &PgPool) -> Stored {
     let rows = sqlx::query(
         "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, \
-         currency, customer_email, livemode, failed_attempts, last_failure_event_id, \
+         currency, customer_email, livemode, account, failed_attempts, last_failure_event_id, \
          last_failure_created, last_failure_payment_intent_id, last_failure_code, \
          last_decline_code, last_failure_message, amount_refunded, refund_status FROM orders",
     )
@@ -156,6 +156,7 @@ async fn stored(pool: &PgPool) -> Stored {
                 customer_email: row.get("customer_email"),
                 livemode: row.get("livemode"),
                 lifecycle: lifecycle_of(row),
+                account: row.get("account"),
             };
             (order.order_id.clone(), order)
         })

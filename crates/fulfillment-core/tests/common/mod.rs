@@ -36,6 +36,7 @@ pub fn event(id: &str, kind: EventKind) -> OrderEvent {
         id: id.to_owned(),
         event_type: kind.event_type().to_owned(),
         created: 1_700_000_000,
+        account: None,
         kind,
     }
 }

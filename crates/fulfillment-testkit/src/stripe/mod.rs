@@ -14,6 +14,20 @@
 //! ([`StandIn::fail_next`]), switch an outage on and off
 //! ([`StandIn::set_outage`]), and read every request back
 //! ([`StandIn::requests`]).
+//!
+//! ```ignore
+//! let stripe = StandIn::start();
+//! stripe.set_line_items("cs_1", None, (0..250).map(|n| line_item("cs_1", n, 1, 500, "eur")).collect());
+//! stripe.fail_next("GET /v1/checkout/sessions/:id/line_items", 2, Fault::status(503));
+//! let svc = Service::start(&env, "serve", &stripe.settings()).await;   // STRIPE_API_KEY, STRIPE_API_BASE
+//! // … then assert on stripe.requests_to("GET /v1/checkout/sessions/:id/line_items")
+//! ```
+//!
+//! Counting calls per second: [`most_in_any_window`] reads arrival times at
+//! the stand-in. The client spaces its sends exactly; arrivals carry the
+//! machine's scheduling jitter (and new connections' set-up), so on a busy
+//! machine a one-second window can catch a send or two of the next second:
+//! allow for that, or look at the gaps between arrivals.
 
 mod idempotency;
 pub mod list;

@@ -11,7 +11,7 @@ mod tools;
 pub use services::{ReceiverArgs, ReceiverCmd, ServeArgs, WorkerArgs, WorkerCmd};
 pub use tools::{
     CustomOutcomeArg, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction,
-    OrdersCmd, SendCustomPaymentCmd, SendEventCmd,
+    OrdersCmd, ReconcileCmd, SendCustomPaymentCmd, SendEventCmd,
 };
 
 use std::net::SocketAddr;
@@ -79,6 +79,8 @@ pub enum Command {
     Events(EventsCmd),
     /// Signs and POSTs a realistic test event (like `stripe trigger`), for demos and smoke tests.
     SendEvent(SendEventCmd),
+    /// Lists events from Stripe's Events API (by default the handled types Stripe has not delivered) and publishes those never processed, oldest first.
+    Reconcile(ReconcileCmd),
     /// Signs and POSTs a realistic custom-payment report to /payments/custom, for demos and smoke tests.
     SendCustomPayment(SendCustomPaymentCmd),
 }
@@ -140,6 +142,24 @@ pub struct StripeArgs {
     pub stripe_api_rate: f64,
 }
 
+/// How far back a reconcile run looks by default.
+#[derive(Debug, Clone, Args)]
+pub struct LookbackArgs {
+    /// How far back the periodic reconcile (and `reconcile` without --since/--from) lists events (Stripe retries for 3 days).
+    #[arg(long, env = "RECONCILE_LOOKBACK", default_value = "74h", value_parser = config::positive_duration)]
+    pub reconcile_lookback: Duration,
+}
+
+/// The periodic recovery of missed events in `serve` and `worker`.
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// How often one replica lists recent events from Stripe and publishes those never processed (0 = off; needs STRIPE_API_KEY).
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "10m", value_parser = config::schedule)]
+    pub reconcile_interval: config::Schedule,
+    #[command(flatten)]
+    pub lookback: LookbackArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
     /// Prometheus `/metrics` listener, separate from the webhook endpoint.
@@ -182,6 +202,7 @@ mod tests {
         assert!(!args.worker.parked_ttl.is_zero());
         assert!(args.receiver.max_inflight_body_bytes > 0);
         assert!(args.stripe.stripe_api_rate > 0.0);
+        assert!(args.reconcile.lookback.reconcile_lookback > Duration::ZERO);
         let shown = format!("{:?}", args.amqp);
         assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
     }

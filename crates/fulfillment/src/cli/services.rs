@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use stripe_webhook_signature::Secrets;
 
-use super::{AmqpArgs, DatabaseArgs, MetricsArgs, ShutdownArgs, StripeArgs};
+use super::{AmqpArgs, DatabaseArgs, MetricsArgs, ReconcileArgs, ShutdownArgs, StripeArgs};
 use crate::config::{self, Quiet};
 use crate::retry::RetryPolicy;
 
@@ -19,6 +19,8 @@ pub struct ServeArgs {
     pub worker: WorkerArgs,
     #[command(flatten)]
     pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]
@@ -50,6 +52,8 @@ pub struct WorkerCmd {
     pub worker: WorkerArgs,
     #[command(flatten)]
     pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
     #[command(flatten)]
     pub amqp: AmqpArgs,
     #[command(flatten)]

@@ -1,9 +1,13 @@
 //! Settings of the one-shot commands: `migrate`, `dlq`, `orders`,
-//! `events`, `send-event`, `send-custom-payment`.
+//! `events`, `send-event`, `send-custom-payment`, `reconcile`.
 
 use clap::{Args, Subcommand};
 
-use super::{AmqpArgs, DatabaseArgs};
+use std::time::Duration;
+
+use fulfillment_core::reconcile::Bound;
+
+use super::{AmqpArgs, DatabaseArgs, LookbackArgs, StripeArgs};
 use crate::config::{self, Quiet, Secret};
 use crate::retry::RetryPolicy;
 
@@ -151,6 +155,33 @@ pub struct SendEventCmd {
     /// Print the event instead of sending it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileCmd {
+    /// Look this far back (units s, m, h, d); default RECONCILE_LOOKBACK. Stripe keeps events 30 days.
+    #[arg(long, conflicts_with = "from", value_parser = config::positive_duration)]
+    pub since: Option<Duration>,
+    /// Start of the window instead, RFC 3339 (e.g. 2026-11-20T00:00:00Z).
+    #[arg(long, value_parser = config::moment)]
+    pub from: Option<i64>,
+    /// End of the window: RFC 3339, or a duration ago (e.g. 1h); default now.
+    #[arg(long, value_parser = config::bound)]
+    pub until: Option<Bound>,
+    /// Every event of the handled types, not only those Stripe has not delivered (delivery_success=false).
+    #[arg(long)]
+    pub all_events: bool,
+    /// Print the ids it would publish and those already known; publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub lookback: LookbackArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,8 @@ pub struct OrderRow {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
+    /// The Connect account of the order's Stripe events, if any.
+    pub account: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub failed_attempts: i32,
@@ -97,7 +99,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     let mut tx = conn.begin().await?;
     let row: Option<OrderRow> = sqlx::query_as(concat!(
         "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode, ",
+         customer_email, livemode, account, ",
         ts!("created_at"),
         " AS created_at, ",
         ts!("updated_at"),
@@ -204,6 +206,9 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
     )?;
     print_payment_method(&o.payments, out)?;
     writeln!(out, "  livemode:          {}", o.order.livemode)?;
+    if let Some(account) = &o.order.account {
+        writeln!(out, "  connect account:   {account}")?;
+    }
     writeln!(out, "  created:           {}", o.order.created_at)?;
     writeln!(out, "  updated:           {}", o.order.updated_at)?;
     if !o.disputes.is_empty() {

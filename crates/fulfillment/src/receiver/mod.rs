@@ -15,8 +15,6 @@ use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use lapin::BasicProperties;
-use lapin::types::ShortString;
 use stripe_webhook_signature::{Verifier, VerifyError, parse_header};
 use tracing::{debug, warn};
 
@@ -29,19 +27,18 @@ pub use throttle::ThrottledLog;
 
 use rejection::{Outcome, Rejection, rejection_response};
 
-use crate::broker::{Outgoing, Publisher};
+use crate::broker::{PublishError, Publisher};
 use crate::budget::BodyBudget;
 use crate::clock::unix_now;
 use crate::http::{Body, json, text};
+use crate::ingest;
 use crate::metrics as m;
-use crate::topology::{EVENTS_EXCHANGE, is_handled};
 
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 pub use custom::CUSTOM_PAYMENT_PATH;
 const STRIPE_SIGNATURE: &str = "Stripe-Signature";
 /// Seconds Stripe (or any client) is asked to wait when we cannot accept.
 pub(crate) const RETRY_AFTER_SECS: &str = "5";
-const MAX_AMQP_SHORT_STRING: usize = 255;
 
 pub struct Receiver {
     pub verifier: Verifier,
@@ -195,13 +192,8 @@ impl Receiver {
                 "event id or type reserved for custom-payment reports",
             ));
         }
-        check_amqp_names(&envelope.id, &envelope.event_type)?;
         self.publish(&envelope.id, &envelope.event_type, &body)
-            .await
-            .map_err(|mut r| {
-                r.event_id = Some(envelope.id.clone());
-                r
-            })?;
+            .await?;
         Ok(envelope.id)
     }
 
@@ -235,29 +227,12 @@ impl Receiver {
 }
 
 impl Receiver {
+    /// Publishes through the one ingest path (`ingest::publish_event`, which
+    /// `reconcile` uses too) and turns a failure into this route's answer.
     async fn publish(&self, id: &str, event_type: &str, body: &[u8]) -> Result<(), Rejection> {
-        let properties = BasicProperties::default()
-            .with_message_id(ShortString::from(id))
-            .with_type(ShortString::from(event_type))
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(2)
-            .with_timestamp(unix_now().max(0) as u64);
-        let outgoing = Outgoing {
-            exchange: EVENTS_EXCHANGE,
-            routing_key: event_type,
-            body,
-            properties,
-            // Types we handle must reach our queue; others are published for
-            // whoever binds them, and may legitimately route nowhere.
-            mandatory: is_handled(event_type),
-        };
-        self.publisher.publish(outgoing).await.map_err(|e| {
-            Rejection::new(
-                Outcome::Unavailable,
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("event not stored, retry later ({})", e.label()),
-            )
-        })
+        ingest::publish_event(&self.publisher, id, event_type, body)
+            .await
+            .map_err(|e| publish_rejection(e, id))
     }
 }
 
@@ -297,16 +272,25 @@ fn signature_header(req: &Request<Incoming>, name: &'static str) -> Result<Strin
         .map_err(|_| bad(format!("{name} header is not ASCII")))
 }
 
-/// AMQP short strings (message id, routing key) hold at most 255 bytes.
-fn check_amqp_names(id: &str, event_type: &str) -> Result<(), Rejection> {
-    if id.len() > MAX_AMQP_SHORT_STRING || event_type.len() > MAX_AMQP_SHORT_STRING {
-        return Err(Rejection::new(
+/// Why the event was not stored: too long for AMQP is the sender's fault
+/// (400); anything else is ours, and the sender should retry (503).
+fn publish_rejection(e: PublishError, id: &str) -> Rejection {
+    match e {
+        PublishError::NameTooLong => Rejection::new(
             Outcome::BadRequest,
             StatusCode::BAD_REQUEST,
             "event id or type longer than 255 bytes",
-        ));
+        ),
+        e => {
+            let mut r = Rejection::new(
+                Outcome::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("event not stored, retry later ({})", e.label()),
+            );
+            r.event_id = Some(id.to_owned());
+            r
+        }
     }
-    Ok(())
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
