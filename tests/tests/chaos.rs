@@ -10,7 +10,9 @@
 //! SIGKILLed with requests in flight and replaced. After the pipeline drains,
 //! the end state (statuses, and the lifecycle facts of contract 8.6: failed
 //! attempts, refunds, disputes) is compared with `fulfillment_core::Model` fed
-//! the same events. Stops the shared RabbitMQ and PostgreSQL: run alone.
+//! the same events, and every report must be one Payment Record at the Stripe
+//! stand-in the workers record them to (through the same faults). Stops the
+//! shared RabbitMQ and PostgreSQL: run alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -23,6 +25,7 @@ use fulfillment_core::{Model, OrderMessage, Parsed, custom, parse_custom_payment
 use fulfillment_tests::amqp::queue_counts;
 use fulfillment_tests::db::{connect, count};
 use fulfillment_tests::events::{custom_payment, lifecycle, payment_intent_succeeded, session};
+use fulfillment_tests::stripe::StandIn;
 use fulfillment_tests::{CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, migrate};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -276,10 +279,12 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     let _guard = BrokerGuard;
 
     let with_secret = [("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned())];
+    let stripe = StandIn::start();
+    let with_stripe = stripe.settings();
     let mut receiver_a = Service::start(&env, "receiver", &with_secret).await;
     let mut receiver_b = Service::start(&env, "receiver", &with_secret).await;
-    let mut worker_1 = Service::start(&env, "worker", &[]).await;
-    let mut worker_2 = Service::start(&env, "worker", &[]).await;
+    let mut worker_1 = Service::start(&env, "worker", &with_stripe).await;
+    let mut worker_2 = Service::start(&env, "worker", &with_stripe).await;
     for s in [&receiver_a, &receiver_b, &worker_1, &worker_2] {
         s.wait_ready(200, Duration::from_secs(30)).await;
     }
@@ -331,7 +336,7 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     }
     faults.push("worker SIGKILL");
     worker_1.kill();
-    let worker_3 = Service::start(&env, "worker", &[]).await;
+    let worker_3 = Service::start(&env, "worker", &with_stripe).await;
 
     tokio::time::sleep(Duration::from_secs(4)).await;
     faults.push("postgresql restart");
@@ -361,23 +366,30 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     let db = connect(&env.database_url()).await;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
+        // What produces outbox rows first, the outbox last: a commit in
+        // between must not let a fresh unpublished row slip past the check.
+        let processed = count(
+            &db,
+            "SELECT count(*) FROM processed_events WHERE outcome <> 'processing'",
+        )
+        .await;
+        let unrecorded = count(
+            &db,
+            "SELECT count(*) FROM payment_record_jobs WHERE state <> 'recorded'",
+        )
+        .await;
         let pending = queued_messages(&env.name);
         let outbox = count(
             &db,
             "SELECT count(*) FROM outbox WHERE published_at IS NULL",
         )
         .await;
-        let processed = count(
-            &db,
-            "SELECT count(*) FROM processed_events WHERE outcome <> 'processing'",
-        )
-        .await;
-        if pending == 0 && outbox == 0 && processed as usize == unique.len() {
+        if pending == 0 && outbox == 0 && unrecorded == 0 && processed as usize == unique.len() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not drained: {pending} queued/unacked, {outbox} outbox, {processed}/{} processed",
+            "not drained: {pending} queued/unacked, {outbox} outbox, {unrecorded} not recorded, {processed}/{} processed",
             unique.len()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -470,6 +482,30 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     assert_eq!(reports, model.custom_reports().len(), "custom reports");
     let anomalies = count(&db, "SELECT count(*) FROM order_anomalies").await as usize;
     assert_eq!(anomalies, model.anomalies().len(), "double payments");
+    // Each report one Payment Record at Stripe, whatever broke meanwhile.
+    let records = stripe.payment_records();
+    let recorded_reports: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["metadata"]["fulfillment_report_id"].as_str())
+        .collect();
+    assert_eq!(records.len(), reports, "one Payment Record per report");
+    assert_eq!(recorded_reports.len(), reports, "no report recorded twice");
+    let stored_ids = count(
+        &db,
+        "SELECT count(DISTINCT record_id) FROM payment_record_jobs WHERE state = 'recorded'",
+    )
+    .await as usize;
+    assert_eq!(stored_ids, reports, "every record id stored");
+    let announced: BTreeSet<&str> = received
+        .iter()
+        .filter(|(_, body)| body["type"] == "order.payment_recorded")
+        .filter_map(|(_, body)| body["payment_record_id"].as_str())
+        .collect();
+    assert_eq!(
+        announced.len(),
+        reports,
+        "one order.payment_recorded per record"
+    );
     let raw_paid_duplicates: usize = paid_by_order.values().map(|v| v.len() - 1).sum();
 
     assert_eq!(
@@ -510,6 +546,8 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         "paid_orders": paid_expected.len(),
         "custom_reports": reports,
         "double_payments": anomalies,
+        "payment_records": records.len(),
+        "report_payment_calls": stripe.requests_to("POST /v1/payment_records/report_payment").len(),
         "downstream_messages": received.len(),
         "raw_duplicate_messages": raw_duplicates,
         "raw_duplicate_order_paid": raw_paid_duplicates,

@@ -99,12 +99,14 @@ mod envelope;
 mod event;
 mod ledger;
 mod lifecycle;
+pub mod line_items;
 mod message;
 mod model;
 mod order;
 mod payment;
 mod plan;
 pub mod reconcile;
+pub mod record;
 pub mod sample;
 #[cfg(feature = "scenarios")]
 pub mod scenario;
@@ -124,6 +126,7 @@ pub use lifecycle::{
     Dispute, DisputeFacts, DisputeStatus, FailedAttempt, LastFailure, Lifecycle, Note,
     PaymentError, Refund, RefundFacts, RefundStatus,
 };
+pub use line_items::LineItem;
 pub use message::{
     AttemptDetail, Detail, DisputeDetail, MAX_MESSAGE_ID_BYTES, MessageType, OrderMessage,
     RefundDetail, VERBATIM_ORDER_ID_MAX,

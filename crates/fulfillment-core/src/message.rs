@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::event::OrderEvent;
 use crate::lifecycle::{DisputeStatus, Note, RefundStatus};
+use crate::line_items::LineItem;
 use crate::order::{Order, Transition};
 use crate::payment::PaymentMethod;
 use crate::status::OrderStatus;
@@ -106,6 +107,11 @@ pub struct OrderMessage {
     pub payment_method: PaymentMethod,
     /// RFC 3339, UTC.
     pub occurred_at: String,
+    /// What was bought (contract 8.3): on `order.paid` of a Checkout order
+    /// when `STRIPE_API_KEY` is set, fetched from Stripe before the message
+    /// is published (`line_items.rs`). Absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_items: Option<Vec<LineItem>>,
     /// What a lifecycle message adds, as members of the body; `None` (nothing
     /// added) for a status message.
     #[serde(flatten)]
@@ -186,6 +192,7 @@ impl OrderMessage {
             payment_method: event.kind.payment_method(),
             occurred_at: rfc3339(now),
             detail: None,
+            line_items: None,
         }
     }
 
@@ -253,6 +260,7 @@ impl OrderMessage {
             payment_method: event.kind.payment_method(),
             account: order.account.clone(),
             occurred_at: rfc3339(now),
+            line_items: None,
             detail: Some(detail),
         }
     }
@@ -290,8 +298,9 @@ impl OrderMessage {
     ///   encoding of all three: at most 205 bytes, equal only if the hashes are.
     ///
     /// A verbatim one ends with `/{kind}`, a hashed one with 64 hex digits, a
-    /// status message id ([`OrderMessage::message_id`]) with `/{status}`. The
-    /// kinds are no status and not hex, so the three forms never meet.
+    /// status message id ([`OrderMessage::message_id`]) with `/{status}`, an
+    /// `order.payment_recorded` one with `/payment_recorded`. The kinds are no
+    /// status, not `payment_recorded` and not hex, so the forms never meet.
     pub fn note_id(order_id: &str, part: &str, kind: &str) -> String {
         let natural = format!("{order_id}/{part}/{kind}");
         if natural.len() <= MAX_MESSAGE_ID_BYTES && !part.contains('/') {
@@ -352,7 +361,7 @@ fn unix_rfc3339(seconds: i64) -> Option<String> {
 
 /// RFC 3339 in UTC. Formatting only fails before year 0, which no clock reports; the
 /// fallback keeps this function total instead of panicking in the worker.
-fn rfc3339(now: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(now: OffsetDateTime) -> String {
     now.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "0000-01-01T00:00:00Z".to_owned())

@@ -11,7 +11,7 @@ use crate::cli::{
     Command, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd,
 };
 use crate::startup::{Application, Roles};
-use crate::{backoff, db, dlq, ops, send_event, topology};
+use crate::{backoff, db, dlq, line_items, ops, send_event, topology};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -90,8 +90,17 @@ async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
 }
 
 async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
-    let OrdersAction::Show { order_id, json } = args.action;
-    let story = ops::order_story(args.database.database_url.expose(), &order_id)
+    let database_url = args.database.database_url.expose();
+    let (order_id, json) = match args.action {
+        OrdersAction::Show { order_id, json } => (order_id, json),
+        OrdersAction::RetryLineItems { all, order_ids } => {
+            return retry_line_items(database_url, all, &order_ids).await;
+        }
+        OrdersAction::RetryRecord { order_id } => {
+            return retry_record(database_url, &order_id).await;
+        }
+    };
+    let story = ops::order_story(database_url, &order_id)
         .await?
         .with_context(|| format!("no order {order_id:?}"))?;
     let mut out = std::io::stdout().lock();
@@ -100,6 +109,50 @@ async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
         writeln!(out)?;
     } else {
         ops::print_order(&story, &mut out)?;
+    }
+    Ok(())
+}
+
+/// Held line-item jobs back to pending, due now; says which, and which of
+/// the named orders had none held.
+async fn retry_line_items(
+    database_url: &str,
+    all: bool,
+    order_ids: &[String],
+) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let retried = line_items::retry_held(&pool, (!all).then_some(order_ids)).await?;
+    let mut out = std::io::stdout().lock();
+    for order_id in &retried {
+        writeln!(out, "retrying line items of {order_id}")?;
+    }
+    let not_held: Vec<&String> = order_ids
+        .iter()
+        .filter(|id| !retried.contains(id))
+        .collect();
+    writeln!(
+        out,
+        "{} order(s) retried; a worker with STRIPE_API_KEY fetches them now",
+        retried.len()
+    )?;
+    if !not_held.is_empty() {
+        anyhow::bail!("no held line items for {not_held:?} (see `fulfillment orders show`)");
+    }
+    Ok(())
+}
+
+/// `orders retry-record`: refused Payment Record jobs of the order go back
+/// to the reporter (a worker with STRIPE_API_KEY) with a new key.
+async fn retry_record(database_url: &str, order_id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let sent = crate::records::retry_refused(&pool, order_id).await?;
+    if sent.is_empty() {
+        anyhow::bail!(
+            "order {order_id:?} has no Payment Record that Stripe refused (see fulfillment orders show {order_id})"
+        );
+    }
+    for report_id in &sent {
+        println!("{report_id}: queued again for Stripe (new idempotency key)");
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Liveness of the database as the workers see it, and the periodic probes
 //! that feed readiness and the operator's gauges (outbox backlog, parked
-//! events).
+//! events, messages waiting for line items).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +90,8 @@ pub async fn watch_database(pool: PgPool, health: DbHealth, shutdown: Shutdown) 
                     metrics::gauge!(m::DISPUTES_OPEN).set(open as f64);
                     metrics::gauge!(m::DISPUTES_NEXT_DUE).set(next_due);
                 }
+                let line_items = crate::line_items::report_backlog(&pool);
+                let _ = tokio::time::timeout(Duration::from_secs(3), line_items).await;
             }
             _ => health.set(false),
         }
@@ -105,9 +107,13 @@ pub async fn watch_database(pool: PgPool, health: DbHealth, shutdown: Shutdown) 
     }
 }
 
+/// Every unpublished message, and the age of the oldest one ready to go:
+/// a message waiting for its line items is the enrichment job's delay (its
+/// own gauges and alert), not the relay's.
 async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) \
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - \
+         min(created_at) FILTER (WHERE NOT awaiting_line_items))::float8, 0) \
          FROM outbox WHERE published_at IS NULL",
     )
     .fetch_one(pool)

@@ -37,6 +37,12 @@ pub const RECONCILE_EVENTS_TOTAL: &str = "fulfillment_reconcile_events_total";
 pub const RECONCILE_RUNS_TOTAL: &str = "fulfillment_reconcile_runs_total";
 pub const CUSTOM_PAYMENTS_TOTAL: &str = "fulfillment_custom_payments_total";
 pub const ORDER_ANOMALIES_TOTAL: &str = "fulfillment_order_anomalies_total";
+pub const LINE_ITEMS_TOTAL: &str = "fulfillment_line_items_total";
+pub const LINE_ITEMS_PENDING: &str = "fulfillment_line_items_pending";
+pub const LINE_ITEMS_HELD: &str = "fulfillment_line_items_held";
+pub const LINE_ITEMS_OLDEST_PENDING_SECONDS: &str = "fulfillment_line_items_oldest_pending_seconds";
+pub const PAYMENT_RECORDS_TOTAL: &str = "fulfillment_payment_records_total";
+pub const PAYMENT_RECORDS_REFUSED: &str = "fulfillment_payment_records_refused";
 // The rest of the payment lifecycle (contract 8.6).
 pub const PAYMENT_ATTEMPTS_FAILED_TOTAL: &str = "fulfillment_payment_attempts_failed_total";
 pub const REFUNDS_TOTAL: &str = "fulfillment_refunds_total";
@@ -70,6 +76,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     // increase() sees the first one (a series born at 1 shows no increase).
     for kind in fulfillment_core::AnomalyKind::ALL {
         metrics::counter!(ORDER_ANOMALIES_TOTAL, "kind" => kind.label()).absolute(0);
+    }
+    for outcome in crate::line_items::Outcome::ALL {
+        metrics::counter!(LINE_ITEMS_TOTAL, "outcome" => outcome.label()).absolute(0);
     }
     Ok(handle)
 }
@@ -134,11 +143,11 @@ fn describe() {
     );
     describe_gauge!(
         OUTBOX_PENDING,
-        "Outbox messages not yet confirmed by the broker"
+        "Outbox messages not yet confirmed by the broker (order.paid messages waiting for their line items included)"
     );
     describe_gauge!(
         OUTBOX_OLDEST_PENDING_SECONDS,
-        "Age of the oldest unpublished outbox message"
+        "Age of the oldest outbox message ready to publish but not yet confirmed (the relay's lag; those waiting for line items are fulfillment_line_items_oldest_pending_seconds)"
     );
     describe_counter!(
         OUTBOX_PUBLISHED_TOTAL,
@@ -194,8 +203,32 @@ fn describe() {
         "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
     );
     describe_counter!(
+        PAYMENT_RECORDS_TOTAL,
+        "Custom payments reported to Stripe as Payment Records, by outcome: recorded, retried (no answer, 409, 429, 5xx: tried again later), refused (kept for a person)"
+    );
+    describe_gauge!(
+        PAYMENT_RECORDS_REFUSED,
+        "Payment Record jobs Stripe refused, waiting for a person (fulfillment orders retry-record)"
+    );
+    describe_counter!(
         ORDER_ANOMALIES_TOTAL,
         "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
+    );
+    describe_counter!(
+        LINE_ITEMS_TOTAL,
+        "Fetches of a Checkout order's line items for order.paid, by outcome: fetched (message released), retried (Stripe down, limiting or refusing the key; tried again later), held (Stripe's answer is final, e.g. no such session; kept for a person)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_PENDING,
+        "order.paid messages held back until their line items are fetched from Stripe (retried automatically)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_HELD,
+        "order.paid messages held back because Stripe's answer about their line items was final: a person must look (orders show, orders retry-line-items)"
+    );
+    describe_gauge!(
+        LINE_ITEMS_OLDEST_PENDING_SECONDS,
+        "Age of the oldest order.paid message waiting for its line items (0 when none)"
     );
     describe_histogram!(
         WORKER_BATCH_SIZE,

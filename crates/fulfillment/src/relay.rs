@@ -1,6 +1,10 @@
 //! The outbox relay: publishes committed outbox rows to the `fulfillment`
 //! exchange with confirms, then marks them sent.
 //!
+//! Only rows ready to go are claimed: an `order.paid` waiting for its line
+//! items (`awaiting_line_items`) is left to the enrichment job
+//! (`line_items.rs`), which releases it.
+//!
 //! Rows are claimed with `FOR UPDATE SKIP LOCKED` inside a transaction that
 //! stays open across the publish, so several relays share the work and a
 //! relay that dies mid-batch releases its rows to the next one. A crash
@@ -12,7 +16,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tracing::{debug, warn};
 
@@ -20,6 +23,7 @@ use crate::broker::{Outgoing, Publisher};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use crate::topology::FULFILLMENT_EXCHANGE;
+use crate::wakeup::Wakeup;
 
 pub struct Relay {
     pub pool: PgPool,
@@ -33,11 +37,11 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 
 impl Relay {
     pub async fn run(self, shutdown: Shutdown) {
-        let mut listener: Option<PgListener> = None;
+        let mut wakeup = Wakeup::new("outbox");
         while !shutdown.is_triggered() {
             match self.publish_batch().await {
                 Ok(n) if n as i64 == self.batch_size => continue,
-                Ok(_) => self.idle(&mut listener, &shutdown).await,
+                Ok(_) => wakeup.wait(&self.pool, IDLE_POLL, &shutdown).await,
                 Err(e) => {
                     warn!(error = %e, "outbox relay batch failed; retrying");
                     tokio::select! {
@@ -49,27 +53,6 @@ impl Relay {
         }
     }
 
-    async fn idle(&self, listener: &mut Option<PgListener>, shutdown: &Shutdown) {
-        if listener.is_none() {
-            *listener = listen(&self.pool).await;
-        }
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => {
-                    if l.try_recv().await.is_err() {
-                        *listener = None;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(IDLE_POLL) => {}
-            _ = shutdown.wait() => {}
-        }
-    }
-
     /// Publishes up to one batch; returns how many rows it claimed.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
         if !self.publisher.link().is_up() {
@@ -77,7 +60,8 @@ impl Relay {
         }
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, message_id, routing_key, body FROM outbox WHERE published_at IS NULL \
+            "SELECT id, message_id, routing_key, body FROM outbox \
+             WHERE published_at IS NULL AND NOT awaiting_line_items \
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.batch_size)
@@ -134,12 +118,6 @@ impl Relay {
         debug!(sent = sent.len(), "outbox batch published");
         Ok(rows.len())
     }
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen("outbox").await.ok()?;
-    Some(listener)
 }
 
 fn properties(message_id: &str, routing_key: &str) -> BasicProperties {

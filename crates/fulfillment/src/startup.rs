@@ -24,7 +24,10 @@ use crate::cli::{
 use crate::health::{self, DbHealth};
 use crate::receiver::{self, Endpoints, Readiness, Receiver};
 use crate::shutdown::{self, Shutdown};
-use crate::{budget, db, dead_letters, http, metrics, reconcile, relay, topology, upkeep, worker};
+use crate::{
+    budget, db, dead_letters, http, line_items, metrics, reconcile, records, relay, store,
+    topology, upkeep, worker,
+};
 
 /// Which parts of the pipeline this process runs, with their settings.
 pub struct Roles {
@@ -257,6 +260,7 @@ impl Started {
             database.database_url.expose(),
             args.database_max_connections,
         )?;
+        let line_items = self.line_items(stripe.clone(), &pool, stopping);
         let health = DbHealth::new();
         let watch = health::watch_database(pool.clone(), health.clone(), stopping.clone());
         self.tasks.push(tokio::spawn(watch));
@@ -283,6 +287,7 @@ impl Started {
             prefetch: args.worker_prefetch.get(),
             db: health.clone(),
             shutdown_grace: grace,
+            line_items,
         });
         self.tasks.push(tokio::spawn(worker.run(stopping.clone())));
         let upkeep = upkeep::Upkeep {
@@ -293,6 +298,16 @@ impl Started {
             interval: args.retention_interval,
         };
         self.tasks.push(tokio::spawn(upkeep.run(stopping.clone())));
+        if let Some(client) = stripe.clone() {
+            // Custom payments become Payment Records, outside the worker's
+            // transactions (records.rs).
+            let reporter = records::Reporter {
+                pool: pool.clone(),
+                client,
+            };
+            self.tasks
+                .push(tokio::spawn(reporter.run(stopping.clone())));
+        }
         let relay = relay::Relay {
             pool: pool.clone(),
             publisher: Publisher::new(relay_link.clone(), amqp.confirm_timeout()),
@@ -318,6 +333,38 @@ impl Started {
         let queues = health::watch_queues(relay_link, pool, stopping.clone());
         self.tasks.push(tokio::spawn(queues));
         Ok(health)
+    }
+}
+
+impl Started {
+    /// With a Stripe client, the enrichment job that gives `order.paid` its
+    /// line items, and workers that hold those messages back for it;
+    /// without one, neither (and a word if messages still wait from a time
+    /// with a key).
+    fn line_items(
+        &mut self,
+        stripe: Option<stripe_api::Client>,
+        pool: &sqlx::PgPool,
+        stopping: &Shutdown,
+    ) -> store::LineItems {
+        match stripe {
+            Some(stripe) => {
+                let enricher = line_items::Enricher {
+                    pool: pool.clone(),
+                    stripe,
+                };
+                self.tasks
+                    .push(tokio::spawn(enricher.run(stopping.clone())));
+                store::LineItems::Fetch
+            }
+            None => {
+                let pool = pool.clone();
+                self.tasks.push(tokio::spawn(async move {
+                    line_items::warn_if_waiting(&pool).await;
+                }));
+                store::LineItems::Off
+            }
+        }
     }
 }
 

@@ -25,7 +25,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod lifecycle;
+mod line_items;
 mod payments;
+
+pub use line_items::{CHANNEL as LINE_ITEMS_CHANNEL, LineItems};
 
 use fulfillment_core::{
     BatchPlan, Effects, Ledger, LockKey, Order, OrderEvent, OrderMessage, OrderStatus, ParkedEvent,
@@ -38,10 +41,12 @@ use time::OffsetDateTime;
 pub type EventResult = Result<(Outcome, Report), sqlx::Error>;
 
 /// Applies `events` (with their raw bodies) in one transaction, in the given
-/// order; one result per event. On `Err` nothing was committed.
+/// order; one result per event. On `Err` nothing was committed. `line_items`
+/// says whether `order.paid` of a Checkout order waits for its line items.
 pub async fn process_batch(
     pool: &PgPool,
     events: &[(&OrderEvent, &[u8])],
+    line_items: LineItems,
 ) -> Result<Vec<(Outcome, Report)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let claimed = claim_events(&mut tx, events).await?;
@@ -58,14 +63,19 @@ pub async fn process_batch(
     let mut ledger = Ledger::new(orders, links, parked).with_payments(order_payments);
     let mut effects = ledger.apply(events, is_new, OffsetDateTime::now_utc());
     let results = std::mem::take(&mut effects.results);
-    write(&mut tx, &effects, ledger.parked()).await?;
+    write(&mut tx, &effects, ledger.parked(), line_items).await?;
     tx.commit().await?;
     Ok(results)
 }
 
 /// One event in its own transaction.
-pub async fn process(pool: &PgPool, event: &OrderEvent, body: &[u8]) -> EventResult {
-    let mut results = process_batch(pool, &[(event, body)]).await?;
+pub async fn process(
+    pool: &PgPool,
+    event: &OrderEvent,
+    body: &[u8],
+    line_items: LineItems,
+) -> EventResult {
+    let mut results = process_batch(pool, &[(event, body)], line_items).await?;
     Ok(results.pop().expect("one result per event"))
 }
 
@@ -75,11 +85,12 @@ async fn write(
     tx: &mut PgConnection,
     effects: &Effects,
     parked: &[ParkedEvent],
+    line_items: LineItems,
 ) -> Result<(), sqlx::Error> {
     store_orders(tx, &effects.orders).await?;
     lifecycle::store(tx, &effects.orders).await?;
     store_transitions(tx, effects).await?;
-    store_messages(tx, &effects.messages).await?;
+    store_messages(tx, &effects.messages, line_items).await?;
     store_links(tx, &effects.new_links).await?;
     store_parked(tx, parked).await?;
     payments::write(tx, effects).await?;
@@ -114,6 +125,7 @@ async fn store_transitions(tx: &mut PgConnection, effects: &Effects) -> Result<(
 async fn store_messages(
     tx: &mut PgConnection,
     messages: &[OrderMessage],
+    line_items: LineItems,
 ) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
         return Ok(());
@@ -122,16 +134,20 @@ async fn store_messages(
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key()).collect();
     let bodies: Vec<Vec<u8>> = messages.iter().map(OrderMessage::to_json).collect();
     let orders: Vec<&str> = messages.iter().map(|m| m.order_id.as_str()).collect();
+    let waiting: Vec<bool> = messages.iter().map(|m| line_items.waits(m)).collect();
     sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, body, order_id) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) ON CONFLICT (message_id) DO NOTHING",
+        "INSERT INTO outbox (message_id, routing_key, body, order_id, awaiting_line_items) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bool[]) \
+         ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(&ids)
     .bind(&keys)
     .bind(&bodies)
     .bind(&orders)
+    .bind(&waiting)
     .execute(&mut *tx)
     .await?;
+    line_items::create_jobs(tx, messages, line_items).await?;
     // Wakes the outbox relay once this transaction commits.
     sqlx::query("SELECT pg_notify('outbox', '')")
         .execute(&mut *tx)

@@ -22,6 +22,8 @@
 //!   the orders themselves and their history (at most one transition per
 //!   status per order), bounded by the number of orders, not by traffic;
 //!   deleting orders is a business decision, not retention.
+//! - `order_line_items`: kept with the orders; `line_item_jobs` hold only
+//!   open work (deleted when the line items are fetched).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

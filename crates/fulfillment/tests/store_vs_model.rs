@@ -66,7 +66,7 @@ impl TestDb {
             sqlx::query(
                 "TRUNCATE orders, order_transitions, processed_events, payment_intent_links, \
                  parked_events, outbox, order_disputes, custom_payments, order_payments, \
-                 order_anomalies",
+                 order_anomalies, line_item_jobs, payment_record_jobs",
             )
             .execute(&self.pool)
             .await
@@ -105,7 +105,9 @@ async fn process(pool: &PgPool, batch: &[OrderEvent]) -> Vec<store::Outcome> {
         .map(|(e, b)| (e, &b[..]))
         .collect();
     loop {
-        match store::process_batch(pool, &items).await {
+        // Line items on: every paid Checkout order's message is held back
+        // with its job, in the same transactions, under the same races.
+        match store::process_batch(pool, &items, store::LineItems::Fetch).await {
             Ok(results) => return results.into_iter().map(|(o, _)| o).collect(),
             Err(e) if db::is_conflict(&e) => continue,
             Err(e) => panic!("process_batch: {e}"),
@@ -209,19 +211,35 @@ async fn stored(pool: &PgPool) -> Stored {
         .expect("parked")
         .into_iter()
         .collect();
-    let rows: Vec<(String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT message_id, routing_key, body FROM outbox")
+    let rows: Vec<(String, String, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT message_id, routing_key, body, awaiting_line_items FROM outbox")
             .fetch_all(pool)
             .await
             .expect("outbox");
+    let jobs: BTreeSet<(String, String, String)> = sqlx::query_as(
+        "SELECT message_id, order_id, checkout_session_id FROM line_item_jobs WHERE state = 'pending'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("line_item_jobs")
+    .into_iter()
+    .collect();
     let mut outbox = BTreeMap::new();
-    for (id, key, body) in rows {
+    let mut held_back = BTreeSet::new();
+    for (id, key, body, awaiting) in rows {
         let mut message: OrderMessage = serde_json::from_slice(&body).expect("a message");
         assert_eq!(message.message_id, id);
         assert_eq!(message.routing_key(), key);
+        // Held back exactly when it waits for line items, and then with its job.
+        let session = message.line_items_session();
+        assert_eq!(awaiting, session.is_some(), "{id}");
+        if let Some(session) = session {
+            held_back.insert((id.clone(), message.order_id.clone(), session.to_owned()));
+        }
         message.occurred_at.clear();
         outbox.insert(id, message);
     }
+    assert_eq!(jobs, held_back, "one pending job per held-back message");
     let rows: Vec<(String, String, Option<String>)> =
         sqlx::query_as("SELECT event_id, outcome, order_id FROM processed_events")
             .fetch_all(pool)

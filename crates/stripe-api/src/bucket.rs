@@ -41,6 +41,15 @@ impl TokenBucket {
         })
     }
 
+    /// How long a request that wants to go at `now` would wait, without
+    /// taking the token (what [`TokenBucket::reserve`] would answer).
+    pub fn ready_in(&self, now: Instant) -> Duration {
+        self.next_due
+            .checked_sub(self.tolerance)
+            .map_or(now, |t| t.max(now))
+            - now
+    }
+
     /// Takes a token for a request that wants to go at `now`; returns how
     /// long it must wait before it goes (zero when a token is there).
     pub fn reserve(&mut self, now: Instant) -> Duration {
@@ -123,6 +132,24 @@ mod tests {
                     let span = sends[start + burst + k - 1] - sends[start];
                     prop_assert!(span >= b.interval() * k as u32);
                 }
+            }
+        }
+
+        /// `ready_in` is what `reserve` would answer, and takes nothing.
+        #[test]
+        fn ready_in_is_reserve_without_taking(
+            rate in 1u32..200,
+            burst in 1u32..10,
+            gaps_ms in proptest::collection::vec(0u64..120, 1..100),
+        ) {
+            let t0 = Instant::now();
+            let mut b = bucket(f64::from(rate), burst, t0);
+            let mut now = t0;
+            for gap in gaps_ms {
+                now += Duration::from_millis(gap);
+                let peeked = b.ready_in(now);
+                prop_assert_eq!(b.ready_in(now), peeked);
+                prop_assert_eq!(b.reserve(now), peeked);
             }
         }
 

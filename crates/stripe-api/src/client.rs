@@ -2,8 +2,8 @@
 //! retry loop, and what every answer becomes.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,7 +37,8 @@ pub struct Client {
 struct Inner {
     config: Config,
     http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    budget: Mutex<TokenBucket>,
+    /// Held by one caller at a time, across its wait: see `wait_for_budget`.
+    budget: tokio::sync::Mutex<TokenBucket>,
     refused: AtomicBool,
     observer: Option<Observer>,
 }
@@ -66,7 +67,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 http: http_client(&config)?,
-                budget: Mutex::new(budget),
+                budget: tokio::sync::Mutex::new(budget),
                 refused: AtomicBool::new(false),
                 observer,
                 config,
@@ -147,16 +148,21 @@ impl Client {
         Error::Unauthorized { setting }
     }
 
+    /// Waits for this request's turn in the budget. Callers take turns (the
+    /// lock is fair) and each takes its token only when it actually goes:
+    /// one that wakes late (a busy runtime) moves the next one back instead
+    /// of leaving it a shorter gap, so the spacing holds for the requests as
+    /// sent, not only as booked.
     async fn wait_for_budget(&self) {
-        let wait = self
-            .inner
-            .budget
-            .lock()
-            .expect("the budget lock is never held across a panic")
-            .reserve(Instant::now());
-        if !wait.is_zero() {
+        let mut budget = self.inner.budget.lock().await;
+        loop {
+            let wait = budget.ready_in(Instant::now());
+            if wait.is_zero() {
+                break;
+            }
             tokio::time::sleep(wait).await;
         }
+        budget.reserve(Instant::now());
     }
 
     async fn attempt(&self, request: &Request) -> Result<Reply, NoAnswer> {

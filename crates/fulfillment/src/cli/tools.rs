@@ -32,13 +32,24 @@ pub struct OrdersCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum OrdersAction {
-    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events, payments and their Payment Records, anomalies.
     Show {
         order_id: String,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Fetches line items again for order.paid messages held for a person (after fixing what Stripe refused); prints the orders.
+    RetryLineItems {
+        /// Every held order.
+        #[arg(long, conflicts_with = "order_ids")]
+        all: bool,
+        /// Orders to retry.
+        #[arg(required_unless_present = "all")]
+        order_ids: Vec<String>,
+    },
+    /// Sends the order's Payment Records that Stripe refused again (after the cause is fixed), with a new idempotency key.
+    RetryRecord { order_id: String },
 }
 
 #[derive(Debug, Args)]

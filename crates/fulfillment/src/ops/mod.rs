@@ -18,10 +18,12 @@ macro_rules! ts {
 }
 
 mod events;
+mod line_items;
 mod orders;
 mod payments;
 
 pub use events::{EventStory, event_story, print_event};
+pub use line_items::{LineItemJob, LineItemLine, LineItemStory};
 pub use orders::{
     DisputeLine, EventLine, MessageLine, OrderRow, OrderStory, TransitionLine, order_story,
     print_order,

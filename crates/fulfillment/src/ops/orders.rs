@@ -1,13 +1,15 @@
 //! `orders show`: an order's row (with its failed attempts and refund),
 //! its disputes, every event recorded for it with its outcome, its
-//! transitions, its outbox messages, its parked events, and its payments
-//! (`payments.rs`: method, custom reports, anomalies).
+//! transitions, its outbox messages, its parked events, its payments
+//! (`payments.rs`: method, custom reports, anomalies) and its line items
+//! (`line_items.rs`).
 
 use std::io::Write;
 
 use serde::Serialize;
 use sqlx::Connection;
 
+use super::line_items::{LineItemStory, line_item_story, print_line_items};
 use super::payments::{PaymentStory, payment_story, print_payment_method, print_payments};
 use super::{ParkedLine, opt, parked_line, read_only};
 
@@ -22,6 +24,8 @@ pub struct OrderStory {
     pub parked: Vec<ParkedLine>,
     #[serde(flatten)]
     pub payments: PaymentStory,
+    #[serde(flatten)]
+    pub line_items: LineItemStory,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -89,6 +93,8 @@ pub struct MessageLine {
     pub created_at: String,
     /// None while the relay has not had the broker's confirm.
     pub published_at: Option<String>,
+    /// An `order.paid` held back until its line items are fetched.
+    pub awaiting_line_items: bool,
     pub attempts: i32,
     pub last_error: Option<String>,
 }
@@ -150,7 +156,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
         ts!("created_at"),
         " AS created_at, ",
         ts!("published_at"),
-        " AS published_at, attempts, last_error FROM outbox \
+        " AS published_at, attempts, last_error, awaiting_line_items FROM outbox \
          WHERE order_id = $1 OR (order_id IS NULL AND left(message_id, length($1) + 1) = $1 || '/') \
          ORDER BY id"
     ))
@@ -171,6 +177,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     .fetch_all(&mut *tx)
     .await?;
     let payments = payment_story(&mut tx, order_id).await?;
+    let line_items = line_item_story(&mut tx, order_id).await?;
     tx.rollback().await.ok();
     Ok(Some(OrderStory {
         order,
@@ -180,6 +187,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
         messages,
         parked,
         payments,
+        line_items,
     }))
 }
 
@@ -246,6 +254,7 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
     for m in &o.messages {
         let state = match &m.published_at {
             Some(at) => format!("published {at}"),
+            None if m.awaiting_line_items => "WAITING for its line items (below)".into(),
             None => format!(
                 "NOT PUBLISHED yet ({} attempts, last error: {})",
                 m.attempts,
@@ -268,7 +277,8 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
             writeln!(out, "  {}", parked_line(p))?;
         }
     }
-    print_payments(&o.payments, out)
+    print_payments(&o.payments, out)?;
+    print_line_items(&o.line_items, out)
 }
 
 /// Refund and failed attempts, under the amount.

@@ -38,7 +38,7 @@ impl Worker {
                     .iter()
                     .map(|(i, e)| (e, deliveries[*i].data.as_slice()))
                     .collect();
-                match store::process_batch(&self.pool, &items).await {
+                match store::process_batch(&self.pool, &items, self.line_items).await {
                     Ok(results) => {
                         return events
                             .into_iter()
@@ -74,7 +74,7 @@ impl Worker {
     async fn process_one(&self, event: OrderEvent, body: &[u8], shutdown: &Shutdown) -> Handled {
         let mut conflicts = 0;
         loop {
-            match store::process(&self.pool, &event, body).await {
+            match store::process(&self.pool, &event, body, self.line_items).await {
                 Err(e) if crate::db::is_unavailable(&e) => {
                     if !self.hold_for_database(&e, shutdown).await {
                         return Handled::Abandoned;

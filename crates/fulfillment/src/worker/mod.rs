@@ -39,7 +39,7 @@ use crate::health::DbHealth;
 use crate::metrics as m;
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
-use crate::store::Outcome;
+use crate::store::{self, Outcome};
 use crate::topology::WORK_QUEUE;
 
 pub struct Worker {
@@ -53,6 +53,8 @@ pub struct Worker {
     pub prefetch: u16,
     pub db: DbHealth,
     pub shutdown_grace: Duration,
+    /// Whether `order.paid` of a Checkout order waits for its line items.
+    pub line_items: store::LineItems,
 }
 
 /// What became of one delivery.
