@@ -13,7 +13,7 @@ export AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export HTTP_ADDR    ?= 127.0.0.1:8080
 export METRICS_ADDR ?= 127.0.0.1:9090
 
-.PHONY: build run test test-deps deploy-check compose-smoke chaos soak lint fmt bench
+.PHONY: build run test test-deps deploy-check compose-smoke chaos cluster soak lint fmt bench
 
 build:
 	$(CARGO) build -p fulfillment
@@ -57,6 +57,15 @@ chaos:
 	$(CARGO) build -p fulfillment
 	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test chaos -- --ignored --nocapture
 
+# Scale-out on a real RabbitMQ cluster (docs/scaling.md): starts three extra
+# RabbitMQ nodes beside the host's (ports 5681-5683 and 25681-25683, a temp
+# dir of their own), runs two receivers and two workers that know all three,
+# kills the node leading stripe.fulfillment mid-stream and brings it back.
+# About two minutes; heavy on both cores, so under the same lock as chaos.
+cluster:
+	$(CARGO) build -p fulfillment
+	flock -o /tmp/fulfillment-heavy.lock $(CARGO) test -p fulfillment-tests --test cluster -- --ignored --nocapture
+
 # Soak (a few minutes): a steady stream of 100,000 events with retention
 # compressed to seconds; prints table sizes over time and checks that the
 # tables retention bounds level off. SOAK_EVENTS and SOAK_RATE tune it.
@@ -80,10 +89,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Benchmarks (docs/benchmarks.md): release build, then every benchmark in its
-# own vhost and database, under the lock the fault-injection suite takes too.
-# Prints one table; writes $(TARGET_DIR)/bench/results.json.
+# Benchmarks (docs/benchmarks.md): release build, the naive baseline's npm
+# packages (bench/baseline, from its package-lock.json), then every benchmark
+# in its own vhost and database, under the lock the fault-injection suite
+# takes too. Prints the tables; writes $(TARGET_DIR)/bench/results.json.
+# BENCH_EVENTS=2000 make bench: a quick run of the whole pipeline.
 bench:
 	$(CARGO) build --release -p fulfillment -p fulfillment-bench
+	npm ci --prefix bench/baseline --no-audit --no-fund --loglevel=error
 	flock -o /tmp/fulfillment-heavy.lock $(TARGET_DIR)/release/fulfillment-bench suite \
 	  --out-dir $(TARGET_DIR)/bench --json $(TARGET_DIR)/bench/results.json

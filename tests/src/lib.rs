@@ -9,9 +9,12 @@
 //! `amqp::Tap`, …) and adds what only the tests need.
 
 pub use fulfillment_testkit::{
-    CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, amqp, checkout_completed, cli, db, env,
-    events, http, migrate, proxy, service, stripe, unix_now,
+    CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, amqp, checkout_completed, cli, cluster, db,
+    env, events, http, migrate, proxy, service, stripe, unix_now,
 };
+
+pub mod stripe_like;
+pub mod verdict;
 
 /// Path of the shared fixtures (`../shared` beside the repository), when present.
 pub fn shared_fixtures() -> Option<std::path::PathBuf> {

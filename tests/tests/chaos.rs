@@ -8,8 +8,11 @@
 //! order. Meanwhile, one after another: the broker is stopped and started, a
 //! worker is SIGKILLed and replaced, PostgreSQL is restarted, a receiver is
 //! SIGKILLed with requests in flight and replaced. After the pipeline drains,
-//! the end state is compared with `fulfillment_core::Model` fed the same
-//! events. Stops the shared RabbitMQ and PostgreSQL: run alone.
+//! the end state (statuses, and the lifecycle facts of contract 8.6: failed
+//! attempts, refunds, disputes) is compared with `fulfillment_core::Model` fed
+//! the same events, and every report must be one Payment Record at the Stripe
+//! stand-in the workers record them to (through the same faults). Stops the
+//! shared RabbitMQ and PostgreSQL: run alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -17,10 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use fulfillment_core::{Model, Parsed, custom, parse_custom_payment, parse_event};
+use fulfillment_core::sample::LifecycleSpec;
+use fulfillment_core::{Model, OrderMessage, Parsed, custom, parse_custom_payment, parse_event};
 use fulfillment_tests::amqp::queue_counts;
 use fulfillment_tests::db::{connect, count};
-use fulfillment_tests::events::{custom_payment, payment_intent_succeeded, session};
+use fulfillment_tests::events::{custom_payment, lifecycle, payment_intent_succeeded, session};
+use fulfillment_tests::stripe::StandIn;
 use fulfillment_tests::{CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, migrate};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -113,8 +118,16 @@ fn scenario_stripe(
     pi: &str,
     id: &dyn Fn(&str) -> String,
 ) -> Vec<Vec<u8>> {
+    let pi_id = pi;
     let (order, pi) = (order, Some(pi));
-    match rng.below(6) {
+    let spec = |amount_refunded| LifecycleSpec {
+        amount_refunded,
+        ..LifecycleSpec::default()
+    };
+    let life = |k: &str, event_type: &str, order: Option<&str>, amount_refunded| {
+        lifecycle(&id(k), event_type, pi_id, order, &spec(amount_refunded))
+    };
+    match rng.below(11) {
         0 => vec![
             session(&id("cs"), COMPLETED, order, "paid", pi),
             payment_intent_succeeded(&id("pi"), pi.unwrap(), Some(order)),
@@ -133,9 +146,42 @@ fn scenario_stripe(
             payment_intent_succeeded(&id("pi"), pi.unwrap(), None),
             session(&id("cs"), COMPLETED, order, "unpaid", pi),
         ],
-        _ => vec![
+        5 => vec![
             session(&id("cs"), COMPLETED, order, "paid", pi),
             session(&id("exp"), EXPIRED, order, "paid", pi),
+        ],
+        // Contract 8.6. A server-confirmed PaymentIntent declined twice, then paid.
+        6 => vec![
+            life("f1", "payment_intent.payment_failed", Some(order), 0),
+            life("f2", "payment_intent.payment_failed", Some(order), 0),
+            payment_intent_succeeded(&id("pi"), pi_id, Some(order)),
+        ],
+        // A refund before anything names its order: parked, then linked.
+        7 => vec![
+            life("rf", "charge.refunded", None, 1000),
+            session(&id("cs"), COMPLETED, order, "paid", pi),
+        ],
+        // Partial, then full refund.
+        8 => vec![
+            payment_intent_succeeded(&id("pi"), pi_id, Some(order)),
+            life("rp", "charge.refunded", None, 1000),
+            life(
+                "rf",
+                "charge.refunded",
+                None,
+                fulfillment_core::sample::AMOUNT,
+            ),
+        ],
+        // A dispute, lost.
+        9 => vec![
+            payment_intent_succeeded(&id("pi"), pi_id, Some(order)),
+            life("dc", "charge.dispute.created", None, 0),
+            life("dx", "charge.dispute.closed", None, 0),
+        ],
+        // Processing, then canceled.
+        _ => vec![
+            life("pr", "payment_intent.processing", Some(order), 0),
+            life("cx", "payment_intent.canceled", Some(order), 0),
         ],
     }
 }
@@ -233,10 +279,12 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     let _guard = BrokerGuard;
 
     let with_secret = [("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned())];
+    let stripe = StandIn::start();
+    let with_stripe = stripe.settings();
     let mut receiver_a = Service::start(&env, "receiver", &with_secret).await;
     let mut receiver_b = Service::start(&env, "receiver", &with_secret).await;
-    let mut worker_1 = Service::start(&env, "worker", &[]).await;
-    let mut worker_2 = Service::start(&env, "worker", &[]).await;
+    let mut worker_1 = Service::start(&env, "worker", &with_stripe).await;
+    let mut worker_2 = Service::start(&env, "worker", &with_stripe).await;
     for s in [&receiver_a, &receiver_b, &worker_1, &worker_2] {
         s.wait_ready(200, Duration::from_secs(30)).await;
     }
@@ -288,7 +336,7 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     }
     faults.push("worker SIGKILL");
     worker_1.kill();
-    let worker_3 = Service::start(&env, "worker", &[]).await;
+    let worker_3 = Service::start(&env, "worker", &with_stripe).await;
 
     tokio::time::sleep(Duration::from_secs(4)).await;
     faults.push("postgresql restart");
@@ -318,23 +366,30 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     let db = connect(&env.database_url()).await;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
+        // What produces outbox rows first, the outbox last: a commit in
+        // between must not let a fresh unpublished row slip past the check.
+        let processed = count(
+            &db,
+            "SELECT count(*) FROM processed_events WHERE outcome <> 'processing'",
+        )
+        .await;
+        let unrecorded = count(
+            &db,
+            "SELECT count(*) FROM payment_record_jobs WHERE state <> 'recorded'",
+        )
+        .await;
         let pending = queued_messages(&env.name);
         let outbox = count(
             &db,
             "SELECT count(*) FROM outbox WHERE published_at IS NULL",
         )
         .await;
-        let processed = count(
-            &db,
-            "SELECT count(*) FROM processed_events WHERE outcome <> 'processing'",
-        )
-        .await;
-        if pending == 0 && outbox == 0 && processed as usize == unique.len() {
+        if pending == 0 && outbox == 0 && unrecorded == 0 && processed as usize == unique.len() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not drained: {pending} queued/unacked, {outbox} outbox, {processed}/{} processed",
+            "not drained: {pending} queued/unacked, {outbox} outbox, {unrecorded} not recorded, {processed}/{} processed",
             unique.len()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -374,9 +429,14 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     let transitions = count(&db, "SELECT count(*) FROM order_transitions").await;
     assert_eq!(
         transitions,
-        count(&db, "SELECT count(*) FROM outbox").await,
-        "one message per transition"
+        count(
+            &db,
+            &format!("SELECT count(*) FROM outbox WHERE routing_key IN ({STATUS_KEYS})")
+        )
+        .await,
+        "one status message per transition"
     );
+    check_lifecycle(&db, &model).await;
 
     // What a downstream consumer received, counted raw.
     let received = drain_tap(&env.amqp_url()).await;
@@ -422,6 +482,30 @@ async fn nothing_lost_nothing_doubled_under_faults() {
     assert_eq!(reports, model.custom_reports().len(), "custom reports");
     let anomalies = count(&db, "SELECT count(*) FROM order_anomalies").await as usize;
     assert_eq!(anomalies, model.anomalies().len(), "double payments");
+    // Each report one Payment Record at Stripe, whatever broke meanwhile.
+    let records = stripe.payment_records();
+    let recorded_reports: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["metadata"]["fulfillment_report_id"].as_str())
+        .collect();
+    assert_eq!(records.len(), reports, "one Payment Record per report");
+    assert_eq!(recorded_reports.len(), reports, "no report recorded twice");
+    let stored_ids = count(
+        &db,
+        "SELECT count(DISTINCT record_id) FROM payment_record_jobs WHERE state = 'recorded'",
+    )
+    .await as usize;
+    assert_eq!(stored_ids, reports, "every record id stored");
+    let announced: BTreeSet<&str> = received
+        .iter()
+        .filter(|(_, body)| body["type"] == "order.payment_recorded")
+        .filter_map(|(_, body)| body["payment_record_id"].as_str())
+        .collect();
+    assert_eq!(
+        announced.len(),
+        reports,
+        "one order.payment_recorded per record"
+    );
     let raw_paid_duplicates: usize = paid_by_order.values().map(|v| v.len() - 1).sum();
 
     assert_eq!(
@@ -462,6 +546,8 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         "paid_orders": paid_expected.len(),
         "custom_reports": reports,
         "double_payments": anomalies,
+        "payment_records": records.len(),
+        "report_payment_calls": stripe.requests_to("POST /v1/payment_records/report_payment").len(),
         "downstream_messages": received.len(),
         "raw_duplicate_messages": raw_duplicates,
         "raw_duplicate_order_paid": raw_paid_duplicates,
@@ -470,6 +556,92 @@ async fn nothing_lost_nothing_doubled_under_faults() {
         "time_to_drain_seconds": (drained - sent_all).as_secs_f64(),
     });
     println!("{summary}");
+}
+
+/// The routing keys of status messages, as SQL.
+const STATUS_KEYS: &str = "'order.paid', 'order.awaiting_payment', 'order.payment_failed', \
+    'order.expired', 'order.canceled'";
+
+/// Failed attempts, refunds and disputes as the Model says, and the
+/// lifecycle messages that do not depend on delivery order: one per failed
+/// attempt, the one for each order's final refund, each dispute's final one.
+async fn check_lifecycle(db: &sqlx::PgPool, model: &Model) {
+    let rows: Vec<(String, i32, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT order_id, failed_attempts, amount_refunded, refund_status FROM orders",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let actual: BTreeMap<String, (i32, Option<i64>, Option<String>)> = rows
+        .into_iter()
+        .map(|(o, f, a, s)| (o, (f, a, s)))
+        .collect();
+    let expected: BTreeMap<String, (i32, Option<i64>, Option<String>)> = model
+        .orders()
+        .iter()
+        .map(|(id, o)| {
+            let l = &o.lifecycle;
+            let refund = l.refund.map(|r| r.amount_refunded);
+            let status = l.refund.map(|r| r.status.as_str().to_owned());
+            (id.clone(), (l.failed_attempts as i32, refund, status))
+        })
+        .collect();
+    assert_eq!(actual, expected, "failed attempts and refunds");
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT order_id, dispute_id, status FROM order_disputes")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    let disputes: BTreeSet<(String, String, String)> = rows.into_iter().collect();
+    let expected: BTreeSet<(String, String, String)> = model
+        .orders()
+        .iter()
+        .flat_map(|(id, o)| {
+            o.lifecycle
+                .disputes
+                .iter()
+                .map(move |(d, v)| (id.clone(), d.clone(), v.status.as_str().to_owned()))
+        })
+        .collect();
+    assert_eq!(disputes, expected, "disputes");
+
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT message_id FROM outbox WHERE routing_key NOT IN ({STATUS_KEYS})"
+    ))
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let stored: BTreeSet<String> = ids.into_iter().collect();
+    let attempts = |ids: &mut dyn Iterator<Item = String>| -> BTreeSet<String> {
+        ids.filter(|id| id.ends_with("/payment_attempt_failed"))
+            .collect()
+    };
+    let modelled: BTreeSet<String> = model
+        .outbox()
+        .iter()
+        .filter(|m| !m.is_status())
+        .map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(
+        attempts(&mut stored.iter().cloned()),
+        attempts(&mut modelled.into_iter()),
+        "one order.payment_attempt_failed per failed attempt"
+    );
+    for (id, order) in model.orders() {
+        let l = &order.lifecycle;
+        let finals = l
+            .refund
+            .map(|r| OrderMessage::note_id(id, &r.amount_refunded.to_string(), "refunded"))
+            .into_iter()
+            .chain(
+                l.disputes
+                    .iter()
+                    .map(|(d, v)| OrderMessage::note_id(id, d, &format!("dispute_{}", v.status))),
+            );
+        for message_id in finals {
+            assert!(stored.contains(&message_id), "{message_id} was sent");
+        }
+    }
 }
 
 /// One delivery, retried like Stripe (or a careful merchant) until a 2xx:

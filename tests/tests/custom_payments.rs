@@ -125,6 +125,20 @@ async fn a_guaranteed_report_pays_the_order_once() {
         1.0
     );
     assert_eq!(count(&db, "SELECT count(*) FROM order_anomalies").await, 0);
+    // Its Payment Record job waits, with its key, for STRIPE_API_KEY.
+    let job: (String, String) = sqlx::query_as(
+        "SELECT state, idempotency_key FROM payment_record_jobs WHERE report_id = 'cpay_e2e_1'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        job,
+        (
+            "pending".to_owned(),
+            "fulfillment-payment-record/cpay_e2e_1".to_owned()
+        )
+    );
 }
 
 #[tokio::test]

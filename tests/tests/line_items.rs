@@ -508,3 +508,29 @@ async fn without_a_key_order_paid_is_unchanged() {
         svc.logs()
     );
 }
+
+#[tokio::test]
+async fn a_worker_without_a_key_says_that_messages_wait_and_leaves_them_held() {
+    // Written while a key was set: a held-back order.paid and its job.
+    let stripe = StandIn::start();
+    let (env, svc, tap) = pipeline(&stripe.settings()).await;
+    let db = connect(&env.database_url()).await;
+    stripe.set_outage(Outage::Refused);
+    post_accepted(&svc, &paid("evt_keyless", "ord_keyless", None)).await;
+    wait_count(&db, "SELECT count(*) FROM line_item_jobs", 1, WAIT).await;
+    svc.stop().await;
+
+    let keyless = Service::start(&env, "worker", &[]).await;
+    let deadline = Instant::now() + WAIT;
+    while !keyless.logs().contains("STRIPE_API_KEY is not set here") {
+        assert!(Instant::now() < deadline, "{}", keyless.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_metric(&keyless, "fulfillment_line_items_pending", 1.0).await;
+    assert!(paid_only(&collect_paid(&tap, 1, QUIET).await).is_empty());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE awaiting_line_items").await,
+        1,
+        "still held, never sent without its items"
+    );
+}

@@ -216,10 +216,13 @@ async fn a_real_prometheus_scrapes_serve_and_answers_every_dashboard_query() {
     .execute(&db)
     .await
     .unwrap();
-    let extra = [
+    // Custom payments, recorded to a Stripe stand-in, for their panels.
+    let stripe = fulfillment_tests::stripe::StandIn::start();
+    let mut extra = vec![
         ("RETRY_DELAYS", "200ms".into()),
         ("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.into()),
     ];
+    extra.extend(stripe.settings());
     let svc = Service::start(&env, "serve", &extra).await;
     svc.wait_ready(200, Duration::from_secs(20)).await;
     let prometheus = Prometheus::start(svc.metrics_port, &env.name).await;

@@ -114,7 +114,7 @@ mod tests {
         };
         assert_eq!(e.id, "evt_t1_0000000007");
         assert_eq!(e.order_id(), Some("ord_t1_0000000007"));
-        assert_eq!(e.target_status(), OrderStatus::Paid);
+        assert_eq!(e.target_status(), Some(OrderStatus::Paid));
         assert_eq!(events.seq_of("ord_t1_0000000042"), Some(42));
         assert_eq!(events.seq_of("ord_t2_0000000042"), None);
     }

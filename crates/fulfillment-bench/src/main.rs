@@ -6,6 +6,7 @@
 //! - `e2e`: end to end against a `fulfillment serve` it starts.
 //! - `sink`: a trivial HTTP server, to measure the generator itself.
 
+mod baseline;
 mod ceiling;
 mod cpu;
 mod e2e;
@@ -14,6 +15,7 @@ mod http_load;
 mod report;
 mod sink;
 mod suite;
+mod summary;
 mod under_test;
 
 use std::net::SocketAddr;
@@ -111,12 +113,13 @@ struct Common {
     out_dir: PathBuf,
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Events in the end-to-end throughput run.
-    #[arg(long, default_value_t = 50_000)]
+    /// Events in the end-to-end throughput run (the naive baseline's too).
+    #[arg(long, env = "BENCH_EVENTS", default_value_t = 50_000)]
     events: u64,
-    /// Events per second of the end-to-end open-loop run.
-    #[arg(long, default_value_t = 1000.0)]
-    open_rate: f64,
+    /// Events per second of the end-to-end open-loop run (default: half the
+    /// end-to-end throughput just measured).
+    #[arg(long, env = "BENCH_OPEN_RATE")]
+    open_rate: Option<f64>,
     #[arg(long, default_value_t = 20.0)]
     open_seconds: f64,
     /// Events per second of a second, lighter open-loop run (0: none).
@@ -124,6 +127,12 @@ struct Common {
     light_rate: f64,
     #[arg(long, default_value_t = 10.0)]
     light_seconds: f64,
+    /// The naive baseline (`bench/baseline`, after `npm ci` there).
+    #[arg(long, default_value = baseline::DEFAULT_DIR)]
+    baseline_dir: PathBuf,
+    /// Leave the naive baseline out.
+    #[arg(long, env = "BENCH_NO_BASELINE")]
+    no_baseline: bool,
 }
 
 impl Common {
@@ -144,6 +153,7 @@ impl Common {
             open_seconds: self.open_seconds,
             light_rate: self.light_rate,
             light_seconds: self.light_seconds,
+            baseline_dir: (!self.no_baseline).then(|| self.baseline_dir.clone()),
         }
     }
 }
@@ -161,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = common.settings(repetitions, rep_seconds, window);
             let results = suite::run(&settings).await?;
             suite::write_json(&results, &json)?;
-            println!("{}", suite::table(&results));
+            println!("{}", summary::table(&results));
             if results.background_cores >= 0.3 {
                 println!(
                     "WARNING: {:.2} cores were busy with other work at the start",

@@ -6,8 +6,11 @@
 //!    repetitions alternating, medians reported; one more ceiling run with
 //!    the receiver's window (one publish in flight per connection);
 //! 4. `fulfillment serve`: throughput over `e2e_events` events, then an
-//!    open-loop run at `open_rate` and one at `light_rate` (below capacity);
-//!    peak RSS after all three.
+//!    open-loop run at `open_rate` (default: half the throughput just
+//!    measured) and one at `light_rate` (below capacity); peak RSS after all
+//!    three; CPU milliseconds per event of every process in the throughput run;
+//! 5. the naive baseline (`bench/baseline`, see `baseline.rs`): the same
+//!    events, closed loop, against a database of its own; the ratio.
 //!
 //! Each stage has its own vhost and database, removed afterwards.
 
@@ -20,12 +23,13 @@ use lapin::{Connection, ConnectionProperties};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::baseline::{self, BaselineRun};
 use crate::ceiling;
-use crate::cpu::{Cores, Snapshot};
+use crate::cpu::{Cores, CpuMs, Snapshot};
 use crate::e2e;
 use crate::events::Events;
 use crate::http_load::{self, Mode, unix_now};
-use crate::report::{Latency, Table, median, ms, thousands};
+use crate::report::{Latency, median};
 use crate::under_test;
 use fulfillment_testkit::TEST_SECRET;
 
@@ -40,11 +44,14 @@ pub struct Settings {
     pub warmup_seconds: f64,
     pub window: usize,
     pub e2e_events: u64,
-    pub open_rate: f64,
+    /// None: half the end-to-end throughput just measured.
+    pub open_rate: Option<f64>,
     pub open_seconds: f64,
     /// A second open-loop run below capacity: the pipeline's own latency.
     pub light_rate: f64,
     pub light_seconds: f64,
+    /// The naive baseline's directory; None leaves it out.
+    pub baseline_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -98,6 +105,8 @@ pub struct ReceiverAlone {
 pub struct EndToEnd {
     pub throughput: e2e::Throughput,
     pub throughput_cores: Cores,
+    /// Every process's CPU over the throughput run, divided by its events.
+    pub cpu_ms_per_event: CpuMs,
     pub open_loop: e2e::OpenLoop,
     pub open_loop_cores: Cores,
     pub light_open_loop: Option<e2e::OpenLoop>,
@@ -107,6 +116,9 @@ pub struct EndToEnd {
     pub mean_publish_confirm_ms: Option<f64>,
     /// Deliveries per worker transaction (`fulfillment_worker_batch_size`).
     pub mean_worker_batch_size: Option<f64>,
+    /// The naive baseline on the same events, and our throughput over its.
+    pub baseline: Option<BaselineRun>,
+    pub ratio_to_baseline: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,7 +156,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Results> {
     let (broker_ceiling, receiver) = ceiling_and_receiver(s, events.clone()).await?;
     eprintln!("[bench] end to end (serve)");
     let end_to_end = end_to_end(s, events).await?;
-    let targets = targets(
+    let targets = crate::summary::targets(
         &receiver,
         &end_to_end,
         broker_ceiling.median_confirmed_per_sec,
@@ -159,6 +171,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Results> {
             "warmup_seconds": s.warmup_seconds,
             "window": s.window,
             "e2e_events": s.e2e_events,
+            "baseline": s.baseline_dir.is_some(),
             "open_rate": s.open_rate,
             "open_seconds": s.open_seconds,
             "light_rate": s.light_rate,
@@ -286,6 +299,7 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
         .max_connections(2)
         .connect(&env.database_url())
         .await?;
+    under_test::checkpoint(&pool).await?;
 
     let before = Snapshot::take();
     let throughput = e2e::throughput(
@@ -298,11 +312,15 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
     )
     .await?;
     let middle = Snapshot::take();
+    let open_rate = s
+        .open_rate
+        .unwrap_or(throughput.events_per_sec / 2.0)
+        .max(1.0);
     let open_loop = e2e::open_loop(
         service.http_addr(),
         &pool,
         events.clone(),
-        s.open_rate,
+        open_rate,
         Duration::from_secs_f64(s.open_seconds),
         s.connections,
         s.e2e_events,
@@ -313,7 +331,7 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
         let light = e2e::open_loop(
             service.http_addr(),
             &pool,
-            events,
+            events.clone(),
             s.light_rate,
             Duration::from_secs_f64(s.light_seconds),
             s.connections,
@@ -334,7 +352,22 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
         under_test::metric_mean(&service, "fulfillment_worker_batch_size").await?;
     service.stop().await;
     pool.close().await;
+    drop(env);
+
+    let baseline = match &s.baseline_dir {
+        Some(dir) => {
+            eprintln!("[bench] the naive baseline (Express + stripe-node + pg)");
+            let run = baseline::run(dir, &s.out_dir, events, s.e2e_events, s.connections);
+            Some(run.await?)
+        }
+        None => None,
+    };
+    let ratio_to_baseline = baseline
+        .as_ref()
+        .filter(|b| b.events_per_sec > 0.0)
+        .map(|b| throughput.events_per_sec / b.events_per_sec);
     Ok(EndToEnd {
+        cpu_ms_per_event: middle.cpu_ms_since(&before).per_event(throughput.events),
         throughput,
         throughput_cores: middle.cores_since(&before),
         open_loop,
@@ -344,6 +377,8 @@ pub async fn end_to_end(s: &Settings, events: Arc<Events>) -> anyhow::Result<End
         mean_event_processing_ms,
         mean_publish_confirm_ms,
         mean_worker_batch_size,
+        baseline,
+        ratio_to_baseline,
     })
 }
 
@@ -386,231 +421,6 @@ fn closed(
         warmup,
         first_seq,
     }
-}
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// The targets.
-const MIN_RATIO_TO_CEILING: f64 = 0.65;
-const MAX_RECEIVER_P99_MS: f64 = 25.0;
-const MIN_E2E_EVENTS_PER_SEC: f64 = 3000.0;
-const MAX_RSS_MIB: f64 = 64.0;
-
-fn targets(r: &ReceiverAlone, e: &EndToEnd, ceiling: f64) -> Vec<Target> {
-    let rss = e.peak_rss_bytes as f64 / MIB;
-    vec![
-        Target {
-            what: "receiver / broker ceiling".into(),
-            target: ">= 0.65".into(),
-            measured: format!(
-                "{:.2} ({} / {})",
-                r.ratio_to_ceiling,
-                thousands(r.median_accepted_per_sec),
-                thousands(ceiling)
-            ),
-            met: r.ratio_to_ceiling >= MIN_RATIO_TO_CEILING,
-        },
-        Target {
-            what: format!("receiver p99 at {} connections", r.connections),
-            target: "<= 25 ms".into(),
-            measured: format!("{} ms", ms(r.median_latency.p99_ms)),
-            met: r.median_latency.p99_ms <= MAX_RECEIVER_P99_MS,
-        },
-        Target {
-            what: "end-to-end throughput".into(),
-            target: ">= 3,000 events/s".into(),
-            measured: format!("{} events/s", thousands(e.throughput.events_per_sec)),
-            met: e.throughput.events_per_sec >= MIN_E2E_EVENTS_PER_SEC,
-        },
-        Target {
-            what: "service peak RSS".into(),
-            target: "<= 64 MiB".into(),
-            measured: format!("{rss:.1} MiB"),
-            met: rss <= MAX_RSS_MIB,
-        },
-    ]
-}
-
-/// One line of the table; empty cells print as blanks or dashes.
-#[derive(Default)]
-struct Line {
-    name: String,
-    rate: String,
-    latency: Option<Latency>,
-    cores: Option<Cores>,
-    target: &'static str,
-    met: Option<bool>,
-}
-
-impl Line {
-    fn new(name: impl Into<String>, rate: impl Into<String>) -> Line {
-        Line {
-            name: name.into(),
-            rate: rate.into(),
-            ..Line::default()
-        }
-    }
-
-    fn cells(self) -> Vec<String> {
-        let mut cells = vec![self.name, self.rate];
-        match self.latency {
-            Some(l) => cells.extend([l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms].map(ms)),
-            None => cells.extend(["-".to_string(), "-".into(), "-".into(), "-".into()]),
-        }
-        cells.push(self.cores.map_or(String::new(), |c| c.short()));
-        cells.push(self.target.to_string());
-        cells.push(match self.met {
-            Some(true) => "yes".into(),
-            Some(false) => "NO".into(),
-            None => String::new(),
-        });
-        cells
-    }
-}
-
-/// The one table `make bench` prints.
-pub fn table(r: &Results) -> String {
-    let (g, b, rc, e) = (&r.generator, &r.broker_ceiling, &r.receiver, &r.end_to_end);
-    let n = rc.connections;
-    let rss = |bytes: u64| bytes as f64 / MIB;
-    let mean = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{} {unit}", ms(v)));
-    let mut lines = vec![
-        Line {
-            latency: Some(g.against_trivial_server.latency),
-            cores: Some(g.cores),
-            ..Line::new(
-                format!("generator vs trivial server, {n} conns"),
-                format!("{} req/s", thousands(g.against_trivial_server.ok_per_sec)),
-            )
-        },
-        Line {
-            cores: Some(b.cores),
-            target: "reference",
-            ..Line::new(
-                format!(
-                    "broker ceiling, window {} (median of {})",
-                    r.settings["window"],
-                    b.runs.len()
-                ),
-                format!("{} msg/s", thousands(b.median_confirmed_per_sec)),
-            )
-        },
-        Line::new(
-            format!("broker ceiling, window {}", b.at_receiver_window.window),
-            format!(
-                "{} msg/s",
-                thousands(b.at_receiver_window.confirmed_per_sec)
-            ),
-        ),
-        Line {
-            latency: Some(rc.median_latency),
-            cores: Some(rc.cores),
-            target: "p99 <= 25 ms",
-            met: Some(rc.median_latency.p99_ms <= MAX_RECEIVER_P99_MS),
-            ..Line::new(
-                format!("receiver alone, {n} conns (median of {})", rc.runs.len()),
-                format!("{} req/s", thousands(rc.median_accepted_per_sec)),
-            )
-        },
-        Line {
-            target: ">= 0.65",
-            met: Some(rc.ratio_to_ceiling >= MIN_RATIO_TO_CEILING),
-            ..Line::new(
-                "  receiver / broker ceiling",
-                format!("{:.2}", rc.ratio_to_ceiling),
-            )
-        },
-        Line {
-            cores: Some(e.throughput_cores),
-            target: ">= 3,000 ev/s",
-            met: Some(e.throughput.events_per_sec >= MIN_E2E_EVENTS_PER_SEC),
-            ..Line::new(
-                format!(
-                    "end to end, {} events, {n} conns",
-                    thousands(e.throughput.events as f64)
-                ),
-                format!("{} ev/s", thousands(e.throughput.events_per_sec)),
-            )
-        },
-        Line {
-            latency: Some(e.throughput.http.latency),
-            ..Line::new(
-                "  of which HTTP accepted (POST -> 200)",
-                format!("{} req/s", thousands(e.throughput.http.ok_per_sec)),
-            )
-        },
-    ];
-    let runs = [(&e.open_loop, Some(e.open_loop_cores))]
-        .into_iter()
-        .chain(e.light_open_loop.iter().map(|l| (l, None)));
-    for (ol, cores) in runs {
-        lines.push(Line {
-            latency: Some(ol.http.latency),
-            cores,
-            ..Line::new(
-                format!(
-                    "open loop {}/s x {:.0} s: POST -> 200",
-                    thousands(ol.rate),
-                    ol.seconds
-                ),
-                format!("{} req/s", thousands(ol.http.ok_per_sec)),
-            )
-        });
-        lines.push(Line {
-            latency: Some(ol.to_commit),
-            ..Line::new("  POST -> order written paid (created_at)", "")
-        });
-        lines.push(Line {
-            latency: Some(ol.to_order_paid),
-            ..Line::new("  POST -> order.paid confirmed (published_at)", "")
-        });
-    }
-    lines.extend([
-        Line {
-            target: "<= 64 MiB",
-            met: Some(rss(e.peak_rss_bytes) <= MAX_RSS_MIB),
-            ..Line::new(
-                "serve peak RSS (VmHWM)",
-                format!("{:.1} MiB", rss(e.peak_rss_bytes)),
-            )
-        },
-        Line::new(
-            "receiver peak RSS (VmHWM)",
-            format!("{:.1} MiB", rss(rc.peak_rss_bytes)),
-        ),
-        Line::new(
-            "serve: events per worker transaction",
-            e.mean_worker_batch_size
-                .map_or("-".into(), |v| format!("{v:.1} mean")),
-        ),
-        Line::new(
-            "serve: event processing (worker)",
-            mean(e.mean_event_processing_ms, "ms mean"),
-        ),
-        Line::new(
-            "serve: publish -> confirm",
-            mean(e.mean_publish_confirm_ms, "ms mean"),
-        ),
-        Line::new(
-            "receiver alone: publish -> confirm",
-            mean(rc.mean_publish_confirm_ms, "ms mean"),
-        ),
-    ]);
-    let mut t = Table::new(&[
-        "benchmark",
-        "rate",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "cores: rmq/pg/svc/gen/other",
-        "target",
-        "met",
-    ]);
-    for line in lines {
-        t.row(line.cells());
-    }
-    t.render()
 }
 
 fn machine() -> Machine {

@@ -8,11 +8,19 @@ use std::path::Path;
 use anyhow::Context;
 use fulfillment_testkit::TestEnv;
 use fulfillment_testkit::service::{self, Log, Probe, Service};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 /// A fresh vhost and database for one benchmark stage, named `bench_{what}_…`,
 /// removed when dropped (also on error).
 pub fn env(what: &str) -> anyhow::Result<TestEnv> {
     TestEnv::try_new(&format!("bench_{what}"))
+}
+
+/// A database of its own for a stage that uses no broker (the baseline),
+/// named `bench_{what}_…`, dropped when the env is.
+pub fn database_only(what: &str) -> anyhow::Result<TestEnv> {
+    TestEnv::database_only(&format!("bench_{what}"))
 }
 
 /// `fulfillment migrate`: database, migrations, AMQP topology.
@@ -28,6 +36,37 @@ pub async fn start(bin: &Path, role: &str, env: &TestEnv, log: &Path) -> anyhow:
     Service::launch(&mut cmd, env, Log::Keep(log.to_owned()), Probe::Ready)
         .await
         .with_context(|| format!("starting fulfillment {role}"))
+}
+
+/// Creates `env`'s database (for a stage `fulfillment migrate` does not
+/// set up) and connects to it.
+pub async fn create_database(env: &TestEnv) -> anyhow::Result<PgPool> {
+    let admin_url = format!("{}/postgres", fulfillment_testkit::env::PG_BASE);
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query(&format!("CREATE DATABASE \"{}\"", env.name))
+        .execute(&admin)
+        .await
+        .with_context(|| format!("creating database {}", env.name))?;
+    admin.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&env.database_url())
+        .await?)
+}
+
+/// Flushes PostgreSQL's dirty pages now, so that a checkpoint the previous
+/// stage caused does not land in the middle of the next measurement (each
+/// throughput run starts from the same footing).
+pub async fn checkpoint(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("CHECKPOINT")
+        .execute(pool)
+        .await
+        .context("CHECKPOINT")?;
+    Ok(())
 }
 
 /// Peak resident memory so far (`VmHWM`), in bytes.

@@ -5,6 +5,8 @@ use serde_json::value::RawValue;
 use crate::custom::{self, CUSTOM_PAYMENT_TYPE, CustomPaymentReport, EnvelopeReportError};
 use crate::envelope::{Data, Document, EnvelopeError};
 use crate::json::{self, Mismatch, Nested, Raw, StringOrObject, members};
+use crate::lifecycle::parse as lifecycle;
+use crate::lifecycle::{DisputeFacts, FailedAttempt, RefundFacts};
 use crate::payment::{PaymentMethod, PaymentSource};
 use crate::status::{OrderStatus, PaymentStatus};
 
@@ -29,7 +31,8 @@ pub struct PaymentIntentFacts {
     pub payment_intent_id: String,
     /// `metadata.order_id`.
     pub order_id: Option<String>,
-    /// `amount_received`, else `amount`.
+    /// For `payment_intent.succeeded` `amount_received`, else `amount`; for the
+    /// other types `amount` (nothing was received yet).
     pub amount: Option<i64>,
     pub currency: Option<String>,
     pub receipt_email: Option<String>,
@@ -44,15 +47,24 @@ pub enum EventKind {
     CheckoutSessionAsyncPaymentSucceeded(SessionFacts),
     CheckoutSessionAsyncPaymentFailed(SessionFacts),
     PaymentIntentSucceeded(PaymentIntentFacts),
+    // The rest of the payment lifecycle (contract 8.6, `crate::lifecycle`).
+    PaymentIntentProcessing(PaymentIntentFacts),
+    PaymentIntentPaymentFailed(Box<FailedAttempt>),
+    PaymentIntentCanceled(PaymentIntentFacts),
+    ChargeRefunded(RefundFacts),
+    ChargeDisputeCreated(DisputeFacts),
+    ChargeDisputeClosed(DisputeFacts),
     /// A payment made outside Stripe with a custom payment method, reported
     /// by the merchant's backend (`POST /payments/custom`).
     CustomPayment(Box<CustomPaymentReport>),
 }
 
 impl EventKind {
-    /// The status this event asks for (it only gets it if it outranks the current one).
-    pub fn target_status(&self) -> OrderStatus {
-        match self {
+    /// The status this event asks for (it only gets it if it outranks the current
+    /// one). `None` for refunds and disputes: facts recorded beside the status,
+    /// which can neither create an order nor move it.
+    pub fn target_status(&self) -> Option<OrderStatus> {
+        Some(match self {
             EventKind::CheckoutSessionCompleted(session) => match session.payment_status {
                 PaymentStatus::Paid | PaymentStatus::NoPaymentRequired => OrderStatus::Paid,
                 PaymentStatus::Unpaid => OrderStatus::AwaitingPayment,
@@ -62,7 +74,16 @@ impl EventKind {
             EventKind::CheckoutSessionAsyncPaymentFailed(_) => OrderStatus::PaymentFailed,
             EventKind::PaymentIntentSucceeded(_) => OrderStatus::Paid,
             EventKind::CustomPayment(report) => report.outcome.target_status(),
-        }
+            // A failed attempt is not the end: the PaymentIntent can still
+            // succeed, so it only makes a new order await payment.
+            EventKind::PaymentIntentProcessing(_) | EventKind::PaymentIntentPaymentFailed(_) => {
+                OrderStatus::AwaitingPayment
+            }
+            EventKind::PaymentIntentCanceled(_) => OrderStatus::Canceled,
+            EventKind::ChargeRefunded(_)
+            | EventKind::ChargeDisputeCreated(_)
+            | EventKind::ChargeDisputeClosed(_) => return None,
+        })
     }
 
     /// How the payment this event is about was made.
@@ -79,7 +100,7 @@ impl EventKind {
     /// The payment this event shows, when it pays its order (see
     /// [`PaymentSource`] for why every Stripe payment is one source).
     pub fn payment_source(&self) -> Option<PaymentSource> {
-        if self.target_status() != OrderStatus::Paid {
+        if self.target_status() != Some(OrderStatus::Paid) {
             return None;
         }
         Some(match self {
@@ -109,15 +130,28 @@ impl EventKind {
                 "checkout.session.async_payment_failed"
             }
             EventKind::PaymentIntentSucceeded(_) => "payment_intent.succeeded",
+            EventKind::PaymentIntentProcessing(_) => "payment_intent.processing",
+            EventKind::PaymentIntentPaymentFailed(_) => "payment_intent.payment_failed",
+            EventKind::PaymentIntentCanceled(_) => "payment_intent.canceled",
+            EventKind::ChargeRefunded(_) => "charge.refunded",
+            EventKind::ChargeDisputeCreated(_) => "charge.dispute.created",
+            EventKind::ChargeDisputeClosed(_) => "charge.dispute.closed",
             EventKind::CustomPayment(_) => CUSTOM_PAYMENT_TYPE,
         }
     }
 
-    /// The PaymentIntent this event is about or references, if any.
+    /// The PaymentIntent this event is about or references, if any: a charge's
+    /// or a dispute's is how their order is found.
     pub fn payment_intent_id(&self) -> Option<&str> {
         match self {
-            EventKind::PaymentIntentSucceeded(intent) => Some(&intent.payment_intent_id),
-            _ => self.session().and_then(|s| s.payment_intent_id.as_deref()),
+            EventKind::ChargeRefunded(refund) => Some(&refund.payment_intent_id),
+            EventKind::ChargeDisputeCreated(dispute) | EventKind::ChargeDisputeClosed(dispute) => {
+                Some(&dispute.payment_intent_id)
+            }
+            _ => match self.payment_intent() {
+                Some(intent) => Some(&intent.payment_intent_id),
+                None => self.session().and_then(|s| s.payment_intent_id.as_deref()),
+            },
         }
     }
 
@@ -127,13 +161,17 @@ impl EventKind {
             | EventKind::CheckoutSessionExpired(session)
             | EventKind::CheckoutSessionAsyncPaymentSucceeded(session)
             | EventKind::CheckoutSessionAsyncPaymentFailed(session) => Some(session),
-            EventKind::PaymentIntentSucceeded(_) | EventKind::CustomPayment(_) => None,
+            _ => None,
         }
     }
 
+    /// The PaymentIntent object of a `payment_intent.*` event.
     pub fn payment_intent(&self) -> Option<&PaymentIntentFacts> {
         match self {
-            EventKind::PaymentIntentSucceeded(intent) => Some(intent),
+            EventKind::PaymentIntentSucceeded(intent)
+            | EventKind::PaymentIntentProcessing(intent)
+            | EventKind::PaymentIntentCanceled(intent) => Some(intent),
+            EventKind::PaymentIntentPaymentFailed(attempt) => Some(&attempt.intent),
             _ => None,
         }
     }
@@ -156,16 +194,27 @@ impl OrderEvent {
     /// Order this event names without any lookup: sessions always do; a PaymentIntent
     /// only via `metadata.order_id`. `None` means: the worker must look the order up by
     /// [`EventKind::payment_intent_id`], and if none exists yet, park the event until a
-    /// session referencing that PaymentIntent arrives.
+    /// session referencing that PaymentIntent arrives. Charges and disputes never
+    /// name their order: they are always found through their PaymentIntent.
     pub fn order_id(&self) -> Option<&str> {
-        match &self.kind {
-            EventKind::PaymentIntentSucceeded(intent) => intent.order_id.as_deref(),
-            EventKind::CustomPayment(report) => Some(&report.order_id),
-            kind => kind.session().map(|s| s.order_id.as_str()),
+        if let Some(report) = self.kind.custom_payment() {
+            return Some(&report.order_id);
+        }
+        match self.kind.payment_intent() {
+            Some(intent) => intent.order_id.as_deref(),
+            None => self.kind.session().map(|s| s.order_id.as_str()),
         }
     }
 
-    pub fn target_status(&self) -> OrderStatus {
+    /// The PaymentIntent → order link this event records, if any: an event that
+    /// names its own order (a session; a PaymentIntent with `metadata.order_id`)
+    /// and references a PaymentIntent. Later events of that PaymentIntent (its
+    /// charges' refunds and disputes too) find the order through it.
+    pub fn link(&self) -> Option<(&str, &str)> {
+        Some((self.kind.payment_intent_id()?, self.order_id()?))
+    }
+
+    pub fn target_status(&self) -> Option<OrderStatus> {
         self.kind.target_status()
     }
 }
@@ -176,6 +225,12 @@ pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
     "payment_intent.succeeded",
+    "payment_intent.processing",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
 ];
 
 /// Outcome of [`parse_event`].
@@ -186,6 +241,14 @@ pub enum Parsed {
     Unhandled {
         id: String,
         event_type: String,
+    },
+    /// A well-formed event of a handled type that can belong to no order (a
+    /// charge not made through a PaymentIntent, say): acknowledged and counted
+    /// as ignored, with the reason in the log.
+    Ignored {
+        id: String,
+        event_type: String,
+        reason: &'static str,
     },
 }
 
@@ -278,7 +341,16 @@ fn handled_event(doc: Document<'_>) -> Result<Parsed, FieldError> {
     })?;
     let livemode = json::boolean(doc.livemode).ok().flatten();
     let account = owned(str(doc.account, "account")?);
-    let kind = handled.kind(data_object(doc.data)?, livemode)?;
+    let kind = match handled.kind(data_object(doc.data)?, livemode)? {
+        Kind::Event(kind) => kind,
+        Kind::NotOurs(reason) => {
+            return Ok(Parsed::Ignored {
+                id: doc.id.into_owned(),
+                event_type: doc.event_type.into_owned(),
+                reason,
+            });
+        }
+    };
     Ok(Parsed::Handled(OrderEvent {
         id: doc.id.into_owned(),
         event_type: doc.event_type.into_owned(),
@@ -291,7 +363,7 @@ fn handled_event(doc: Document<'_>) -> Result<Parsed, FieldError> {
 /// A member of a handled event the worker cannot use: [`ParseError`] minus the
 /// envelope errors, which only [`Document::parse`] may raise.
 #[derive(Debug)]
-enum FieldError {
+pub(crate) enum FieldError {
     Missing {
         field: &'static str,
     },
@@ -330,6 +402,19 @@ enum Handled {
     AsyncSucceeded,
     AsyncFailed,
     IntentSucceeded,
+    IntentProcessing,
+    IntentFailed,
+    IntentCanceled,
+    Refunded,
+    DisputeCreated,
+    DisputeClosed,
+}
+
+/// What a handled type's object turned out to be.
+pub(crate) enum Kind {
+    Event(EventKind),
+    /// It can belong to no order; the reason is for the log.
+    NotOurs(&'static str),
 }
 
 impl Handled {
@@ -340,47 +425,75 @@ impl Handled {
             "checkout.session.async_payment_succeeded" => Handled::AsyncSucceeded,
             "checkout.session.async_payment_failed" => Handled::AsyncFailed,
             "payment_intent.succeeded" => Handled::IntentSucceeded,
+            "payment_intent.processing" => Handled::IntentProcessing,
+            "payment_intent.payment_failed" => Handled::IntentFailed,
+            "payment_intent.canceled" => Handled::IntentCanceled,
+            "charge.refunded" => Handled::Refunded,
+            "charge.dispute.created" => Handled::DisputeCreated,
+            "charge.dispute.closed" => Handled::DisputeClosed,
             _ => return None,
         })
     }
 
-    fn kind(
-        self,
-        object: ObjectMembers<'_>,
-        livemode: Option<bool>,
-    ) -> Result<EventKind, FieldError> {
+    fn kind(self, object: ObjectMembers<'_>, livemode: Option<bool>) -> Result<Kind, FieldError> {
         let session =
             |wrap: fn(SessionFacts) -> EventKind| session_facts(object, livemode).map(wrap);
-        match self {
+        let intent = |wrap: fn(PaymentIntentFacts) -> EventKind| {
+            payment_intent_facts(object, livemode, Amount::Requested).map(wrap)
+        };
+        let event = match self {
             Handled::Completed => session(EventKind::CheckoutSessionCompleted),
             Handled::Expired => session(EventKind::CheckoutSessionExpired),
             Handled::AsyncSucceeded => session(EventKind::CheckoutSessionAsyncPaymentSucceeded),
             Handled::AsyncFailed => session(EventKind::CheckoutSessionAsyncPaymentFailed),
-            Handled::IntentSucceeded => {
-                payment_intent_facts(object, livemode).map(EventKind::PaymentIntentSucceeded)
+            Handled::IntentSucceeded => payment_intent_facts(object, livemode, Amount::Received)
+                .map(EventKind::PaymentIntentSucceeded),
+            Handled::IntentProcessing => intent(EventKind::PaymentIntentProcessing),
+            Handled::IntentCanceled => intent(EventKind::PaymentIntentCanceled),
+            Handled::IntentFailed => {
+                let intent = payment_intent_facts(object, livemode, Amount::Requested)?;
+                let error = lifecycle::payment_error(object)?;
+                Ok(EventKind::PaymentIntentPaymentFailed(Box::new(
+                    FailedAttempt { intent, error },
+                )))
             }
-        }
+            Handled::Refunded => return lifecycle::refund(object, livemode),
+            Handled::DisputeCreated => return lifecycle::dispute(object, livemode, false),
+            Handled::DisputeClosed => return lifecycle::dispute(object, livemode, true),
+        };
+        event.map(Kind::Event)
     }
 }
 
 members! {
-    /// What the worker reads of `data.object`: a Checkout Session's members and a
-    /// PaymentIntent's (one struct, because it is read before `type` may be known).
+    /// What the worker reads of `data.object`: a Checkout Session's members, a
+    /// PaymentIntent's, a Charge's and a Dispute's (one struct, because it is read
+    /// before `type` may be known).
     pub(crate) struct ObjectMembers<'a> {
-        object: Raw<'a> = "object",
-        id: Raw<'a> = "id",
+        pub(crate) object: Raw<'a> = "object",
+        pub(crate) id: Raw<'a> = "id",
         client_reference_id: Raw<'a> = "client_reference_id",
-        metadata: Raw<'a> = "metadata",
-        payment_intent: Raw<'a> = "payment_intent",
+        pub(crate) metadata: Raw<'a> = "metadata",
+        pub(crate) payment_intent: Raw<'a> = "payment_intent",
         payment_status: Raw<'a> = "payment_status",
         amount_total: Raw<'a> = "amount_total",
-        currency: Raw<'a> = "currency",
+        pub(crate) currency: Raw<'a> = "currency",
         customer_details: Raw<'a> = "customer_details",
         customer_email: Raw<'a> = "customer_email",
-        livemode: Raw<'a> = "livemode",
+        pub(crate) livemode: Raw<'a> = "livemode",
         amount_received: Raw<'a> = "amount_received",
-        amount: Raw<'a> = "amount",
+        pub(crate) amount: Raw<'a> = "amount",
         receipt_email: Raw<'a> = "receipt_email",
+        // PaymentIntent (payment_failed), Charge and Dispute: read by
+        // `crate::lifecycle::parse`.
+        pub(crate) last_payment_error: Raw<'a> = "last_payment_error",
+        pub(crate) amount_refunded: Raw<'a> = "amount_refunded",
+        pub(crate) amount_captured: Raw<'a> = "amount_captured",
+        pub(crate) refunded: Raw<'a> = "refunded",
+        pub(crate) charge: Raw<'a> = "charge",
+        pub(crate) reason: Raw<'a> = "reason",
+        pub(crate) status: Raw<'a> = "status",
+        pub(crate) evidence_details: Raw<'a> = "evidence_details",
     }
 }
 
@@ -446,16 +559,30 @@ fn session_facts(
     })
 }
 
+/// Which PaymentIntent amount an event's order is worth.
+#[derive(Clone, Copy)]
+enum Amount {
+    /// `amount_received`, else `amount`: the money that arrived.
+    Received,
+    /// `amount`: before success `amount_received` is 0, not the order's worth.
+    Requested,
+}
+
 fn payment_intent_facts(
     obj: ObjectMembers<'_>,
     livemode: Option<bool>,
+    rule: Amount,
 ) -> Result<PaymentIntentFacts, FieldError> {
     expect_kind(obj.object, "payment_intent")?;
     let received = int(obj.amount_received, "data.object.amount_received")?;
+    let requested = int(obj.amount, "data.object.amount")?;
     Ok(PaymentIntentFacts {
         payment_intent_id: required_str(obj.id, "data.object.id")?.into_owned(),
         order_id: owned(metadata_order_id(obj.metadata)?),
-        amount: received.or(int(obj.amount, "data.object.amount")?),
+        amount: match rule {
+            Amount::Received => received.or(requested),
+            Amount::Requested => requested,
+        },
         currency: owned(str(obj.currency, "data.object.currency")?),
         receipt_email: owned(str(obj.receipt_email, "data.object.receipt_email")?),
         livemode: object_livemode(obj.livemode, livemode)?,
@@ -491,7 +618,10 @@ fn payment_status(raw: Option<&RawValue>) -> Result<PaymentStatus, FieldError> {
 }
 
 /// The object's own `livemode`, else the envelope's: they never differ in real events.
-fn object_livemode(raw: Option<&RawValue>, envelope: Option<bool>) -> Result<bool, FieldError> {
+pub(crate) fn object_livemode(
+    raw: Option<&RawValue>,
+    envelope: Option<bool>,
+) -> Result<bool, FieldError> {
     const FIELD: &str = "data.object.livemode";
     json::boolean(raw)
         .map_err(|_| invalid(FIELD, "a boolean or null"))?
@@ -500,7 +630,10 @@ fn object_livemode(raw: Option<&RawValue>, envelope: Option<bool>) -> Result<boo
 }
 
 /// Stripe tags every object with its kind; a different kind means a malformed event.
-fn expect_kind(raw: Option<&RawValue>, expected: &'static str) -> Result<(), FieldError> {
+pub(crate) fn expect_kind(
+    raw: Option<&RawValue>,
+    expected: &'static str,
+) -> Result<(), FieldError> {
     match raw_str(raw, "data.object.object")? {
         Some(found) if found != expected => Err(FieldError::WrongObject {
             expected,
@@ -511,7 +644,7 @@ fn expect_kind(raw: Option<&RawValue>, expected: &'static str) -> Result<(), Fie
 }
 
 /// A reference to another Stripe object: its id, or the object itself when expanded.
-fn expandable_id(
+pub(crate) fn expandable_id(
     raw: Option<&RawValue>,
     path: &'static str,
     id_path: &'static str,
@@ -534,7 +667,7 @@ fn expandable_id(
 // Stripe payload never has one and guessing would hide a bug.
 
 /// A string, possibly empty.
-fn raw_str<'a>(
+pub(crate) fn raw_str<'a>(
     raw: Option<&'a RawValue>,
     path: &'static str,
 ) -> Result<Option<Cow<'a, str>>, FieldError> {
@@ -545,41 +678,41 @@ fn raw_str<'a>(
 }
 
 /// A string; empty counts as absent.
-fn str<'a>(
+pub(crate) fn str<'a>(
     raw: Option<&'a RawValue>,
     path: &'static str,
 ) -> Result<Option<Cow<'a, str>>, FieldError> {
     Ok(raw_str(raw, path)?.filter(|s| !s.is_empty()))
 }
 
-fn required_str<'a>(
+pub(crate) fn required_str<'a>(
     raw: Option<&'a RawValue>,
     path: &'static str,
 ) -> Result<Cow<'a, str>, FieldError> {
     str(raw, path)?.ok_or(FieldError::Missing { field: path })
 }
 
-fn int(raw: Option<&RawValue>, path: &'static str) -> Result<Option<i64>, FieldError> {
+pub(crate) fn int(raw: Option<&RawValue>, path: &'static str) -> Result<Option<i64>, FieldError> {
     json::int(raw).map_err(|_| invalid(path, "an integer or null"))
 }
 
-fn object<'a, T: serde::Deserialize<'a>>(
+pub(crate) fn object<'a, T: serde::Deserialize<'a>>(
     raw: Option<&'a RawValue>,
     path: &'static str,
 ) -> Result<Option<T>, FieldError> {
     json::object(raw).map_err(|_| invalid(path, "an object or null"))
 }
 
-fn owned(value: Option<Cow<'_, str>>) -> Option<String> {
+pub(crate) fn owned(value: Option<Cow<'_, str>>) -> Option<String> {
     value.map(Cow::into_owned)
 }
 
-fn invalid(field: &'static str, expected: &'static str) -> FieldError {
+pub(crate) fn invalid(field: &'static str, expected: &'static str) -> FieldError {
     FieldError::Invalid { field, expected }
 }
 
 /// A string escaping a lone UTF-16 surrogate is valid JSON but not text: it has no
 /// Rust `String`, and would not survive PostgreSQL either.
-fn not_unicode(field: &'static str) -> FieldError {
+pub(crate) fn not_unicode(field: &'static str) -> FieldError {
     invalid(field, "Unicode text (it escapes a lone surrogate)")
 }

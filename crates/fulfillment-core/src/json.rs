@@ -36,13 +36,13 @@ macro_rules! members {
     (
         $(#[$meta:meta])*
         $vis:vis struct $name:ident<$lt:lifetime> {
-            $($field:ident: $ty:ty = $key:literal),* $(,)?
+            $($fvis:vis $field:ident: $ty:ty = $key:literal),* $(,)?
         }
     ) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, Default)]
         $vis struct $name<$lt> {
-            $($field: Option<$ty>,)*
+            $($fvis $field: Option<$ty>,)*
         }
 
         impl<$lt> ::serde::Deserialize<$lt> for $name<$lt> {

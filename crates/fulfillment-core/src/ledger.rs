@@ -1,9 +1,10 @@
 //! The one home of the rules for applying a batch of events: dedup inside the
 //! batch, how an event finds its order (its own order id, else the
-//! PaymentIntent link a session recorded), parking a PaymentIntent event no
-//! order claims yet, recording a session's link (the first link wins),
-//! releasing the events parked for it, what each event's outcome is, which
-//! distinct payments each order has had, and when a second one is an anomaly.
+//! PaymentIntent link a session or a PaymentIntent naming its order
+//! recorded), parking an event no order claims yet (a PaymentIntent's, a
+//! refund's, a dispute's), recording a link (the first link wins), releasing
+//! the events parked for it, what each event's outcome is, which distinct
+//! payments each order has had, and when a second one is an anomaly.
 //!
 //! [`Ledger`] is pure: it is given the state a batch touches and the events
 //! in arrival order, and returns every effect as data ([`Effects`]). Its two
@@ -25,6 +26,7 @@ use time::OffsetDateTime;
 
 use crate::custom::CustomPaymentReport;
 use crate::event::OrderEvent;
+use crate::lifecycle::Note;
 use crate::message::OrderMessage;
 use crate::order::{Order, Transition, apply};
 use crate::payment::{Anomaly, AnomalyKind, NewPayment, PaymentSource};
@@ -34,14 +36,16 @@ use crate::plan::fresh;
 /// `processed_events.outcome` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
-    /// The event changed the order's status (and produced a message).
+    /// The event changed the order's status, or recorded a new lifecycle fact
+    /// (and produced a message).
     Applied,
-    /// The event's target does not outrank the order's status; details may have merged.
+    /// Nothing new: the event's target does not outrank the order's status and it
+    /// recorded no new fact; details may have merged.
     Stale,
     /// The event id was processed before, or is a second copy in the batch.
     Duplicate,
-    /// Parked: a PaymentIntent event naming no order we know yet, kept until
-    /// a session referencing that PaymentIntent arrives.
+    /// Parked: an event of a PaymentIntent no order claims yet, kept until an
+    /// event linking that PaymentIntent to its order arrives.
     Unmatched,
 }
 
@@ -60,14 +64,16 @@ impl Outcome {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub transitions: Vec<Transition>,
+    /// Lifecycle facts newly recorded, with the order they were recorded on.
+    pub notes: Vec<(String, Note)>,
     /// Parked events applied because this event linked their PaymentIntent.
     pub released: usize,
     /// Anomalies this event (or an event it released) revealed.
     pub anomalies: Vec<Anomaly>,
 }
 
-/// A parked PaymentIntent event with the raw body Stripe sent, waiting for
-/// the session that links it.
+/// A parked event with the raw body Stripe sent, waiting for the event that
+/// links its PaymentIntent to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedEvent {
     pub event: OrderEvent,
@@ -79,7 +85,7 @@ impl ParkedEvent {
         self.event
             .kind
             .payment_intent_id()
-            .expect("only PaymentIntent events are parked")
+            .expect("only events with a PaymentIntent are parked")
     }
 }
 
@@ -124,7 +130,8 @@ pub struct Ledger {
     orders: BTreeMap<String, Order>,
     /// Order id → the distinct payments that reached it (absent: none).
     payments: BTreeMap<String, BTreeSet<PaymentSource>>,
-    /// PaymentIntent id → order id, from every session event that references one.
+    /// PaymentIntent id → order id, from every event that names its order and
+    /// references a PaymentIntent ([`OrderEvent::link`]).
     links: BTreeMap<String, String>,
     /// Oldest first.
     parked: Vec<ParkedEvent>,
@@ -206,7 +213,11 @@ impl Ledger {
         effects: &mut Effects,
     ) -> (Outcome, Report) {
         let mut report = Report::default();
-        let Some(order_id) = self.resolve(event) else {
+        let applied = self.resolve(event).and_then(|order_id| {
+            let outcome = self.apply_to(&order_id, event, now, effects, &mut report)?;
+            Some((order_id, outcome))
+        });
+        let Some((order_id, outcome)) = applied else {
             self.parked.push(ParkedEvent {
                 event: event.clone(),
                 body: body.to_vec(),
@@ -219,18 +230,18 @@ impl Ledger {
         if let Some(report) = event.kind.custom_payment() {
             effects.custom_reports.push(report.clone());
         }
-        let outcome = self.apply_to(&order_id, event, now, effects, &mut report);
         effects
             .processed
             .insert(event.id.clone(), (outcome, Some(order_id.clone())));
-        if let (Some(pi), Some(_)) = (event.kind.payment_intent_id(), event.kind.session()) {
+        if let Some((pi, _)) = event.link() {
             self.link_and_release(pi, &order_id, now, effects, &mut report);
         }
         (outcome, report)
     }
 
     /// A session names its order; a PaymentIntent event its `metadata.order_id`,
-    /// else the order of the session that linked it.
+    /// else (like a refund or a dispute, which never name it) the order its
+    /// PaymentIntent was linked to.
     fn resolve(&self, event: &OrderEvent) -> Option<String> {
         if let Some(order_id) = event.order_id() {
             return Some(order_id.to_owned());
@@ -239,6 +250,8 @@ impl Ledger {
         self.links.get(pi).cloned()
     }
 
+    /// `None` when the event cannot apply to an order not known here (a refund
+    /// or a dispute cannot create one): the caller keeps it parked.
     fn apply_to(
         &mut self,
         order_id: &str,
@@ -246,24 +259,33 @@ impl Ledger {
         now: OffsetDateTime,
         effects: &mut Effects,
         report: &mut Report,
-    ) -> Outcome {
+    ) -> Option<Outcome> {
         let current = self.orders.remove(order_id);
-        let applied = apply(current, order_id, event, now);
+        // None only when there was no order: nothing to put back.
+        let applied = apply(current, order_id, event, now)?;
         self.orders.insert(order_id.to_owned(), applied.order);
         self.touched.insert(order_id.to_owned());
         self.record_payment(order_id, event, effects, report);
-        let (Some(transition), Some(message)) = (applied.decision.transition(), applied.message)
-        else {
-            return Outcome::Stale;
-        };
-        effects.transitions.push(Recorded {
-            order_id: order_id.to_owned(),
-            transition,
-            event_id: event.id.clone(),
-        });
-        effects.messages.push(message);
-        report.transitions.push(transition);
-        Outcome::Applied
+        let mut outcome = Outcome::Stale;
+        if let (Some(transition), Some(message)) = (
+            applied.decision.and_then(|d| d.transition()),
+            applied.message,
+        ) {
+            effects.transitions.push(Recorded {
+                order_id: order_id.to_owned(),
+                transition,
+                event_id: event.id.clone(),
+            });
+            effects.messages.push(message);
+            report.transitions.push(transition);
+            outcome = Outcome::Applied;
+        }
+        if let Some((note, message)) = applied.note {
+            effects.messages.push(message);
+            report.notes.push((order_id.to_owned(), note));
+            outcome = Outcome::Applied;
+        }
+        Some(outcome)
     }
 
     /// Adds the event's payment to its order's set. A payment the set did not
@@ -305,9 +327,15 @@ impl Ledger {
         report.anomalies.push(anomaly);
     }
 
-    /// Records the session's PaymentIntent link (the first link wins: Stripe
-    /// never moves a PaymentIntent to another session) and applies the events
-    /// parked for it to the linked order, oldest first.
+    /// Records the PaymentIntent's link (the first link wins: Stripe never
+    /// moves a PaymentIntent to another session) and applies the events parked
+    /// for it to the linked order, by (Stripe's `created`, event id).
+    ///
+    /// That order is the ledger's, not the driver's: the store loads parked
+    /// events by the time it parked them, and a batch parks several at one
+    /// time; since a PaymentIntent can now park several (its refunds, say),
+    /// and which `order.refunded` is sent depends on their order, both drivers
+    /// must release them alike.
     fn link_and_release(
         &mut self,
         pi: &str,
@@ -321,12 +349,18 @@ impl Ledger {
             effects.new_links.push((pi.to_owned(), order_id.to_owned()));
         }
         let owner = self.links[pi].clone();
-        let (released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+        let (mut released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.payment_intent_id() == pi);
         self.parked = still;
+        released
+            .sort_by(|a, b| (a.event.created, &a.event.id).cmp(&(b.event.created, &b.event.id)));
         for p in released {
-            let outcome = self.apply_to(&owner, &p.event, now, effects, report);
+            let Some(outcome) = self.apply_to(&owner, &p.event, now, effects, report) else {
+                // The linked order is not among those loaded: it stays parked.
+                self.parked.push(p);
+                continue;
+            };
             effects
                 .processed
                 .insert(p.event.id.clone(), (outcome, Some(owner.clone())));

@@ -21,9 +21,10 @@
 //! |--------------------|------|
 //! | (order not seen)   | 0    |
 //! | `awaiting_payment` | 1    |
-//! | `expired`          | 2    |
-//! | `payment_failed`   | 3    |
-//! | `paid`             | 4    |
+//! | `canceled`         | 2    |
+//! | `expired`          | 3    |
+//! | `payment_failed`   | 4    |
+//! | `paid`             | 5    |
 //!
 //! The status is the maximum of the events' target statuses, which is commutative,
 //! associative and idempotent: any permutation with any duplication ends in the same
@@ -36,6 +37,16 @@
 //!   order as awaiting payment.
 //! - `payment_failed` outranks `expired`: a failed delayed payment is the more
 //!   specific outcome to report.
+//! - `canceled` (a PaymentIntent canceled, contract 8.6) sits just above
+//!   `awaiting_payment`, so a late `payment_intent.processing` cannot reopen it,
+//!   and below `expired`: a Checkout Session's expiry cancels its PaymentIntent,
+//!   and "expired" is what the customer saw.
+//!
+//! A declined attempt (`payment_intent.payment_failed`) is not an end: the
+//! PaymentIntent can still succeed, so it targets only `awaiting_payment`.
+//! Refunds and disputes target no status at all: they are facts recorded beside
+//! it (see [`Lifecycle`]), with the same order-independence, and their own
+//! messages.
 //!
 //! Because the rank strictly increases on every transition, each status is entered at
 //! most once per order. So `"{order_id}/{status}"` is a stable, unique message id
@@ -87,6 +98,7 @@ pub mod custom;
 mod envelope;
 mod event;
 mod ledger;
+mod lifecycle;
 pub mod line_items;
 mod message;
 mod model;
@@ -94,6 +106,7 @@ mod order;
 mod payment;
 mod plan;
 pub mod reconcile;
+pub mod record;
 pub mod sample;
 #[cfg(feature = "scenarios")]
 pub mod scenario;
@@ -109,8 +122,15 @@ pub use event::{
     SessionFacts, parse_event,
 };
 pub use ledger::{Effects, Ledger, Outcome, ParkedEvent, Recorded, Report};
+pub use lifecycle::{
+    Dispute, DisputeFacts, DisputeStatus, FailedAttempt, LastFailure, Lifecycle, Note,
+    PaymentError, Refund, RefundFacts, RefundStatus,
+};
 pub use line_items::LineItem;
-pub use message::{MAX_MESSAGE_ID_BYTES, MessageType, OrderMessage, VERBATIM_ORDER_ID_MAX};
+pub use message::{
+    AttemptDetail, Detail, DisputeDetail, MAX_MESSAGE_ID_BYTES, MessageType, OrderMessage,
+    RefundDetail, VERBATIM_ORDER_ID_MAX,
+};
 pub use model::Model;
 pub use order::{Applied, Decision, Order, Transition, apply, decide};
 pub use payment::{

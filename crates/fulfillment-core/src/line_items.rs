@@ -107,6 +107,7 @@ mod tests {
             occurred_at: "2026-01-01T00:00:00Z".into(),
             account: None,
             line_items: None,
+            detail: None,
         }
     }
 

@@ -3,6 +3,7 @@ use time::OffsetDateTime;
 
 use crate::custom::CustomPaymentReport;
 use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
+use crate::lifecycle::{self, Lifecycle, Note};
 use crate::message::OrderMessage;
 use crate::status::OrderStatus;
 
@@ -17,6 +18,8 @@ pub struct Order {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub livemode: bool,
+    /// Failed attempts, refunds and disputes: facts beside the status (contract 8.6).
+    pub lifecycle: Lifecycle,
     /// The Connect account the order's Stripe events belong to; the first
     /// one known stays (one order's events all come from one account).
     pub account: Option<String>,
@@ -34,6 +37,7 @@ impl Order {
             currency: None,
             customer_email: None,
             livemode: false,
+            lifecycle: Lifecycle::default(),
             account: None,
         }
     }
@@ -83,51 +87,83 @@ pub fn decide(current: Option<OrderStatus>, target: OrderStatus) -> Decision {
     }
 }
 
-/// Result of [`apply`]; `message` is `Some` iff `decision` is a transition.
+/// Result of [`apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
     pub order: Order,
-    pub decision: Decision,
+    /// `None` for an event that moves no status (a refund, a dispute).
+    pub decision: Option<Decision>,
+    /// The status message: `Some` iff `decision` is a transition.
     pub message: Option<OrderMessage>,
+    /// What the event newly recorded beside the status, with its message.
+    pub note: Option<(Note, OrderMessage)>,
+}
+
+impl Applied {
+    pub fn transition(&self) -> Option<Transition> {
+        self.decision.as_ref().and_then(Decision::transition)
+    }
+
+    /// Every message the event caused: the status one first.
+    pub fn messages(&self) -> impl Iterator<Item = &OrderMessage> {
+        self.message.iter().chain(self.note.iter().map(|(_, m)| m))
+    }
 }
 
 /// Applies `event` to `order` (`None` = not seen yet; `order_id` then names the new
 /// order, otherwise it is ignored in favour of the row's own id).
 ///
-/// Details are merged even when the event is stale, by the rule in the crate docs.
-/// `now` becomes the message's `occurred_at`.
+/// Details are merged even when the event is stale, by the rule in the crate docs;
+/// lifecycle facts are recorded by [`lifecycle::record`]. `now` becomes the messages'
+/// `occurred_at`. `None` when the event moves no status and the order is unknown: a
+/// refund or a dispute cannot create an order (the ledger parks it instead).
 pub fn apply(
     order: Option<Order>,
     order_id: &str,
     event: &OrderEvent,
     now: OffsetDateTime,
-) -> Applied {
-    let target = event.kind.target_status();
-    let decision = decide(order.as_ref().map(|order| order.status), target);
-    let mut order = order.unwrap_or_else(|| Order::new(order_id, target));
-    merge_details(&mut order, &event.kind, decision.transition().is_some());
+) -> Option<Applied> {
+    let before = order.as_ref().map(|order| order.status);
+    let (mut order, decision) = match (order, event.kind.target_status()) {
+        (None, None) => return None,
+        (Some(order), None) => (order, None),
+        (order, Some(target)) => {
+            let decision = decide(before, target);
+            (
+                order.unwrap_or_else(|| Order::new(order_id, target)),
+                Some(decision),
+            )
+        }
+    };
+    let transition = decision.as_ref().and_then(Decision::transition);
+    merge_details(&mut order, &event.kind, transition.is_some());
     fill(&mut order.account, event.account.as_ref());
-    order.status = decision.status();
-    let message = decision
-        .transition()
-        .map(|transition| OrderMessage::for_transition(&order, transition, event, now));
-    Applied {
+    if let Some(decision) = &decision {
+        order.status = decision.status();
+    }
+    let message =
+        transition.map(|transition| OrderMessage::for_transition(&order, transition, event, now));
+    let note = lifecycle::record(&mut order.lifecycle, event).map(|note| {
+        let message = OrderMessage::for_note(&order, before, &note, event, now);
+        (note, message)
+    });
+    Some(Applied {
         order,
         decision,
         message,
-    }
+        note,
+    })
 }
 
 fn merge_details(order: &mut Order, kind: &EventKind, is_transition: bool) {
-    match kind {
-        EventKind::PaymentIntentSucceeded(intent) => merge_payment_intent(order, intent),
-        EventKind::CustomPayment(report) => merge_custom_payment(order, report),
-        _ => {
-            if let Some(session) = kind.session() {
-                merge_session(order, session, is_transition);
-            }
-        }
+    if let Some(intent) = kind.payment_intent() {
+        merge_payment_intent(order, intent);
+    } else if let Some(session) = kind.session() {
+        merge_session(order, session, is_transition);
+    } else if let Some(report) = kind.custom_payment() {
+        merge_custom_payment(order, report);
     }
+    // Charges and disputes are about money moving back, not the order's details.
 }
 
 fn merge_session(order: &mut Order, session: &SessionFacts, is_transition: bool) {

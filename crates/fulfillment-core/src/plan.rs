@@ -125,12 +125,12 @@ impl<'a> BatchPlan<'a> {
         ids
     }
 
-    /// The PaymentIntents of the batch's sessions: their parked events may be released.
+    /// The PaymentIntents the batch's events link to an order
+    /// ([`OrderEvent::link`]): their parked events may be released.
     pub fn linking_payment_intents(&self) -> Vec<&'a str> {
         self.events
             .iter()
-            .filter(|e| e.kind.session().is_some())
-            .filter_map(|e| e.kind.payment_intent_id())
+            .filter_map(|e| e.link().map(|(pi, _)| pi))
             .collect()
     }
 }

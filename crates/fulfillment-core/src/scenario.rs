@@ -1,9 +1,14 @@
 //! Random scenarios of Stripe events for property tests (feature `scenarios`):
-//! orders with one or more Checkout Sessions, their events and PaymentIntents,
-//! and custom-payment reports for the same orders (some guaranteed, some
-//! failed, sometimes two), delivered in any order with duplicates, plus an
-//! independent oracle of the end status and of the double payments. Shared by the core's property tests and the store-vs-Model test
-//! of the `fulfillment` crate, so both draw from the same distribution.
+//! orders with one or more Checkout Sessions, their events and PaymentIntents
+//! (succeeded, processing, failed attempts, canceled), the refunds and
+//! disputes of their charges, and custom-payment reports for the same orders
+//! (some guaranteed, some failed, sometimes two), delivered in any order with
+//! duplicates, plus an independent oracle of the end status, the lifecycle
+//! facts and the double payments. Shared by the core's property tests and the
+//! store-vs-Model test of the `fulfillment` crate, so both draw from the same
+//! distribution.
+
+use std::collections::BTreeMap;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -11,13 +16,22 @@ use serde_json::{Value, json};
 
 use crate::custom::{self, CustomOutcome, CustomPaymentReport};
 use crate::event::{EventKind, OrderEvent, PaymentIntentFacts, SessionFacts};
+use crate::lifecycle::{
+    DisputeFacts, DisputeStatus, FailedAttempt, PaymentError, RefundFacts, RefundStatus,
+};
 use crate::status::{OrderStatus, PaymentStatus};
 
+const CREATED: i64 = 1_700_000_000;
+
 fn event(id: &str, kind: EventKind) -> OrderEvent {
+    event_at(id, CREATED, kind)
+}
+
+fn event_at(id: &str, created: i64, kind: EventKind) -> OrderEvent {
     OrderEvent {
         id: id.to_owned(),
         event_type: kind.event_type().to_owned(),
-        created: 1_700_000_000,
+        created,
         account: None,
         kind,
     }
@@ -30,8 +44,19 @@ pub fn body(event: &OrderEvent) -> Vec<u8> {
         EventKind::CustomPayment(report) => {
             return custom::envelope(&report.to_json(), &report.id, event.created);
         }
-        EventKind::PaymentIntentSucceeded(pi) => payment_intent(pi),
-        kind => session(kind.session().expect("every other kind is a session")),
+        EventKind::PaymentIntentPaymentFailed(attempt) => {
+            let mut object = payment_intent(&attempt.intent);
+            object["last_payment_error"] = payment_error(&attempt.error);
+            object
+        }
+        EventKind::ChargeRefunded(refund) => charge(refund),
+        EventKind::ChargeDisputeCreated(dispute) => self::dispute(dispute, "needs_response"),
+        EventKind::ChargeDisputeClosed(dispute) => self::dispute(dispute, dispute.status.as_str()),
+        kind => match (kind.payment_intent(), kind.session()) {
+            (Some(pi), _) => payment_intent(pi),
+            (None, Some(s)) => session(s),
+            (None, None) => unreachable!("every other kind is a PaymentIntent or a session"),
+        },
     };
     let mut envelope = json!({
         "id": event.id,
@@ -70,10 +95,50 @@ fn payment_intent(pi: &PaymentIntentFacts) -> Value {
         "id": pi.payment_intent_id,
         "object": "payment_intent",
         "metadata": metadata,
+        "amount": pi.amount,
         "amount_received": pi.amount,
         "currency": pi.currency,
         "receipt_email": pi.receipt_email,
         "livemode": pi.livemode,
+    })
+}
+
+fn payment_error(error: &PaymentError) -> Value {
+    if *error == PaymentError::default() {
+        return Value::Null;
+    }
+    json!({
+        "code": error.failure_code,
+        "decline_code": error.decline_code,
+        "message": error.failure_message,
+        "type": "card_error",
+    })
+}
+
+fn charge(refund: &RefundFacts) -> Value {
+    json!({
+        "id": refund.charge_id,
+        "object": "charge",
+        "amount_refunded": refund.amount_refunded,
+        "refunded": refund.refund_status == RefundStatus::Full,
+        "payment_intent": refund.payment_intent_id,
+        "currency": refund.currency,
+        "livemode": refund.livemode,
+    })
+}
+
+fn dispute(d: &DisputeFacts, stripe_status: &str) -> Value {
+    json!({
+        "id": d.dispute_id,
+        "object": "dispute",
+        "charge": d.charge_id,
+        "payment_intent": d.payment_intent_id,
+        "status": stripe_status,
+        "reason": d.reason,
+        "amount": d.amount,
+        "currency": d.currency,
+        "evidence_details": { "due_by": d.evidence_due_by, "has_evidence": false },
+        "livemode": d.livemode,
     })
 }
 
@@ -123,10 +188,70 @@ pub enum SessionEventKind {
     AsyncFailed,
 }
 
+/// A PaymentIntent: its own events, and the refunds and dispute of its charge.
 #[derive(Clone, Debug)]
 pub struct IntentSpec {
     pub has_metadata: bool,
     pub shows_email: bool,
+    pub events: Vec<IntentEventKind>,
+    /// One `charge.refunded` each, by how much of the charge is refunded then.
+    pub refunds: Vec<RefundStep>,
+    pub dispute: Option<DisputeSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntentEventKind {
+    Succeeded,
+    Processing,
+    /// A declined attempt; the number picks the error (2: none given).
+    Failed(u8),
+    Canceled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundStep {
+    Quarter,
+    Half,
+    Full,
+}
+
+/// Which events of the charge's one dispute are delivered.
+#[derive(Clone, Copy, Debug)]
+pub struct DisputeSpec {
+    pub created: bool,
+    /// `won` or `lost`.
+    pub closed: Option<DisputeStatus>,
+}
+
+impl IntentEventKind {
+    fn target(self) -> OrderStatus {
+        match self {
+            IntentEventKind::Succeeded => OrderStatus::Paid,
+            IntentEventKind::Processing | IntentEventKind::Failed(_) => {
+                OrderStatus::AwaitingPayment
+            }
+            IntentEventKind::Canceled => OrderStatus::Canceled,
+        }
+    }
+}
+
+impl RefundStep {
+    /// `amount_refunded` and `refund_status` of a charge of `amount`.
+    pub fn refund(self, amount: i64) -> (i64, RefundStatus) {
+        match self {
+            RefundStep::Quarter => (amount / 4, RefundStatus::Partial),
+            RefundStep::Half => (amount / 2, RefundStatus::Partial),
+            RefundStep::Full => (amount, RefundStatus::Full),
+        }
+    }
+}
+
+/// The lifecycle facts an order's events imply (see [`OrderSpec::expected_lifecycle`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpectedLifecycle {
+    pub failed_attempts: u32,
+    pub refund: Option<(i64, RefundStatus)>,
+    pub disputes: BTreeMap<String, DisputeStatus>,
 }
 
 impl OrderSpec {
@@ -155,8 +280,11 @@ impl OrderSpec {
                 events.push(stripe_event(format!("evt_{k}_{j}_{i}"), kind));
             }
             if let Some(intent) = &session.intent {
-                let kind = self.intent_kind(k, j, intent);
-                events.push(stripe_event(format!("evt_{k}_{j}_pi"), kind));
+                let intent_events = self.intent_events(k, j, intent).into_iter();
+                events.extend(intent_events.map(|e| OrderEvent {
+                    account: self.account(k),
+                    ..e
+                }));
             }
         }
         for (i, spec) in self.custom.iter().enumerate() {
@@ -165,6 +293,56 @@ impl OrderSpec {
                 &report.event_id(),
                 EventKind::CustomPayment(Box::new(report)),
             ));
+        }
+        events
+    }
+
+    /// The PaymentIntent's events, then its charge's refunds and dispute.
+    pub fn intent_events(&self, k: usize, j: usize, spec: &IntentSpec) -> Vec<OrderEvent> {
+        let mut events = Vec::new();
+        for (i, kind) in spec.events.iter().enumerate() {
+            let id = format!("evt_{k}_{j}_pi{i}");
+            // Failed attempts at different times, not in id order, so that the
+            // "latest failure" rule is exercised.
+            let created = CREATED + ((i as i64 * 7) % 3);
+            events.push(event_at(&id, created, self.intent_kind(k, j, spec, *kind)));
+        }
+        let charge_amount = amount(k, j) + 1;
+        for (i, step) in spec.refunds.iter().enumerate() {
+            let (amount_refunded, refund_status) = step.refund(charge_amount);
+            let refund = RefundFacts {
+                charge_id: format!("ch_{k}_{j}"),
+                payment_intent_id: intent_id(k, j),
+                amount_refunded,
+                refund_status,
+                currency: Some("eur".to_owned()),
+                livemode: self.livemode,
+            };
+            events.push(event(
+                &format!("evt_{k}_{j}_re{i}"),
+                EventKind::ChargeRefunded(refund),
+            ));
+        }
+        if let Some(dispute) = spec.dispute {
+            let facts = |status| DisputeFacts {
+                dispute_id: dispute_id(k, j),
+                payment_intent_id: intent_id(k, j),
+                charge_id: Some(format!("ch_{k}_{j}")),
+                status,
+                reason: Some("fraudulent".to_owned()),
+                amount: Some(charge_amount),
+                currency: Some("eur".to_owned()),
+                evidence_due_by: Some(CREATED + 7 * 86_400),
+                livemode: self.livemode,
+            };
+            if dispute.created {
+                let kind = EventKind::ChargeDisputeCreated(facts(DisputeStatus::Open));
+                events.push(event(&format!("evt_{k}_{j}_dc"), kind));
+            }
+            if let Some(status) = dispute.closed {
+                let kind = EventKind::ChargeDisputeClosed(facts(status));
+                events.push(event(&format!("evt_{k}_{j}_dx"), kind));
+            }
         }
         events
     }
@@ -216,24 +394,57 @@ impl OrderSpec {
         }
     }
 
-    pub fn intent_kind(&self, k: usize, j: usize, spec: &IntentSpec) -> EventKind {
+    pub fn intent_kind(
+        &self,
+        k: usize,
+        j: usize,
+        spec: &IntentSpec,
+        kind: IntentEventKind,
+    ) -> EventKind {
         // Deliberately different from the session's facts, so the merge rule matters.
-        EventKind::PaymentIntentSucceeded(PaymentIntentFacts {
+        let facts = PaymentIntentFacts {
             payment_intent_id: intent_id(k, j),
             order_id: spec.has_metadata.then(|| self.order_id(k)),
             amount: Some(amount(k, j) + 1),
             currency: Some("eur".to_owned()),
             receipt_email: spec.shows_email.then(|| format!("r{k}@example.com")),
             livemode: self.livemode,
-        })
+        };
+        match kind {
+            IntentEventKind::Succeeded => EventKind::PaymentIntentSucceeded(facts),
+            IntentEventKind::Processing => EventKind::PaymentIntentProcessing(facts),
+            IntentEventKind::Canceled => EventKind::PaymentIntentCanceled(facts),
+            IntentEventKind::Failed(n) => {
+                EventKind::PaymentIntentPaymentFailed(Box::new(FailedAttempt {
+                    intent: facts,
+                    error: sample_error(n),
+                }))
+            }
+        }
     }
 
-    /// PaymentIntent events the worker can never attribute to this order.
-    pub fn unmatchable_intents(&self) -> usize {
+    /// Events the worker can never attribute to this order: they stay parked.
+    pub fn unmatchable_events(&self) -> usize {
         self.sessions
             .iter()
-            .filter(|session| session.intent.is_some() && !session.intent_matchable())
-            .count()
+            .filter_map(|session| {
+                let intent = session.intent.as_ref()?;
+                let charges = intent.refunds.len()
+                    + intent.dispute.map_or(0, |d| {
+                        usize::from(d.created) + usize::from(d.closed.is_some())
+                    });
+                let own = if intent.has_metadata {
+                    0
+                } else {
+                    intent.events.len()
+                };
+                Some(if session.intent_linked() {
+                    0
+                } else {
+                    own + charges
+                })
+            })
+            .sum()
     }
 
     /// Independent oracle: the highest target among the events that reach the order.
@@ -241,14 +452,43 @@ impl OrderSpec {
         let mut targets = Vec::new();
         for (j, session) in self.sessions.iter().enumerate() {
             for spec in &session.events {
-                targets.push(self.session_kind(k, j, spec).target_status());
+                targets.extend(self.session_kind(k, j, spec).target_status());
             }
-            if session.intent_matchable() {
-                targets.push(OrderStatus::Paid);
+            if let Some(intent) = session.applied_intent() {
+                targets.extend(intent.events.iter().map(|e| e.target()));
             }
         }
         targets.extend(self.custom.iter().map(|c| c.outcome.target_status()));
         targets.into_iter().max()
+    }
+
+    /// Independent oracle of the facts beside the status: every failed attempt
+    /// that reaches the order counted once, the largest refund, and each
+    /// dispute at the highest status its events reached.
+    pub fn expected_lifecycle(&self, k: usize) -> ExpectedLifecycle {
+        let mut expected = ExpectedLifecycle::default();
+        for (j, session) in self.sessions.iter().enumerate() {
+            let Some(intent) = session.applied_intent() else {
+                continue;
+            };
+            expected.failed_attempts += intent
+                .events
+                .iter()
+                .filter(|e| matches!(e, IntentEventKind::Failed(_)))
+                .count() as u32;
+            if !session.intent_linked() {
+                continue; // the charge's events never find the order
+            }
+            let refunds = intent.refunds.iter().map(|s| s.refund(amount(k, j) + 1));
+            expected.refund = expected.refund.into_iter().chain(refunds).max();
+            if let Some(dispute) = intent.dispute {
+                let created = dispute.created.then_some(DisputeStatus::Open);
+                if let Some(status) = created.into_iter().chain(dispute.closed).max() {
+                    expected.disputes.insert(dispute_id(k, j), status);
+                }
+            }
+        }
+        expected
     }
 
     /// Independent oracle of double payments: Stripe (any paying event that
@@ -256,11 +496,13 @@ impl OrderSpec {
     /// payment after the first is an anomaly.
     pub fn expected_anomalies(&self, k: usize) -> usize {
         let stripe_paid = self.sessions.iter().enumerate().any(|(j, session)| {
-            session.intent_matchable()
-                || session
-                    .events
-                    .iter()
-                    .any(|spec| self.session_kind(k, j, spec).target_status() == OrderStatus::Paid)
+            let intent_paid = session
+                .applied_intent()
+                .is_some_and(|intent| intent.events.contains(&IntentEventKind::Succeeded));
+            intent_paid
+                || session.events.iter().any(|spec| {
+                    self.session_kind(k, j, spec).target_status() == Some(OrderStatus::Paid)
+                })
         });
         let custom_paid = self
             .custom
@@ -272,10 +514,38 @@ impl OrderSpec {
 }
 
 impl SessionSpec {
-    pub fn intent_matchable(&self) -> bool {
+    /// Whether the PaymentIntent ends linked to the order: a session event shows
+    /// it, or one of its own events names the order in metadata.
+    pub fn intent_linked(&self) -> bool {
         self.intent.as_ref().is_some_and(|intent| {
-            intent.has_metadata || (self.has_intent && self.events.iter().any(|e| e.shows_intent))
+            (self.has_intent && self.events.iter().any(|e| e.shows_intent))
+                || (intent.has_metadata && !intent.events.is_empty())
         })
+    }
+
+    /// The PaymentIntent, when its own events reach the order.
+    fn applied_intent(&self) -> Option<&IntentSpec> {
+        self.intent
+            .as_ref()
+            .filter(|intent| intent.has_metadata || self.intent_linked())
+    }
+}
+
+/// The error of a declined attempt; 2 is a failure Stripe gave no details for.
+pub fn sample_error(n: u8) -> PaymentError {
+    let text = |s: &str| Some(s.to_owned());
+    match n % 3 {
+        0 => PaymentError {
+            failure_code: text("card_declined"),
+            decline_code: text("generic_decline"),
+            failure_message: text("Your card was declined."),
+        },
+        1 => PaymentError {
+            failure_code: text("card_declined"),
+            decline_code: text("insufficient_funds"),
+            failure_message: text("Your card has insufficient funds."),
+        },
+        _ => PaymentError::default(),
     }
 }
 
@@ -307,6 +577,55 @@ pub fn amount(k: usize, j: usize) -> i64 {
     (1000 * (k + 1) + 10 * j) as i64
 }
 
+pub fn dispute_id(k: usize, j: usize) -> String {
+    format!("du_{k}_{j}")
+}
+
+pub fn intent_event_kind() -> impl Strategy<Value = IntentEventKind> {
+    prop_oneof![
+        3 => Just(IntentEventKind::Succeeded),
+        1 => Just(IntentEventKind::Processing),
+        2 => (0..3u8).prop_map(IntentEventKind::Failed),
+        1 => Just(IntentEventKind::Canceled),
+    ]
+}
+
+pub fn refund_step() -> impl Strategy<Value = RefundStep> {
+    prop_oneof![
+        Just(RefundStep::Quarter),
+        Just(RefundStep::Half),
+        Just(RefundStep::Full),
+    ]
+}
+
+pub fn dispute_spec() -> impl Strategy<Value = DisputeSpec> {
+    let closed = proptest::option::of(prop_oneof![
+        Just(DisputeStatus::Won),
+        Just(DisputeStatus::Lost),
+    ]);
+    (any::<bool>(), closed).prop_map(|(created, closed)| DisputeSpec { created, closed })
+}
+
+pub fn intent_spec() -> impl Strategy<Value = IntentSpec> {
+    let refunds = prop_oneof![2 => Just(Vec::new()), 1 => vec(refund_step(), 1..=3)];
+    (
+        any::<bool>(),
+        any::<bool>(),
+        vec(intent_event_kind(), 0..=3),
+        refunds,
+        proptest::option::weighted(0.3, dispute_spec()),
+    )
+        .prop_map(
+            |(has_metadata, shows_email, events, refunds, dispute)| IntentSpec {
+                has_metadata,
+                shows_email,
+                events,
+                refunds,
+                dispute,
+            },
+        )
+}
+
 pub fn session_event_kind() -> impl Strategy<Value = SessionEventKind> {
     prop_oneof![
         Just(SessionEventKind::Completed(PaymentStatus::Paid)),
@@ -328,12 +647,7 @@ pub fn session_spec() -> impl Strategy<Value = SessionSpec> {
             shows_email,
         },
     );
-    let intent = proptest::option::of((any::<bool>(), any::<bool>()).prop_map(
-        |(has_metadata, shows_email)| IntentSpec {
-            has_metadata,
-            shows_email,
-        },
-    ));
+    let intent = proptest::option::of(intent_spec());
     (any::<bool>(), vec(event, 0..=4), intent).prop_map(|(has_intent, events, intent)| {
         SessionSpec {
             has_intent,

@@ -6,13 +6,18 @@ use serde::{Deserialize, Serialize};
 /// Status of an order.
 ///
 /// The derived `Ord` is the precedence of the state machine (see the crate docs):
-/// `AwaitingPayment < Expired < PaymentFailed < Paid`, the same order as [`rank`].
+/// `AwaitingPayment < Canceled < Expired < PaymentFailed < Paid`, the same order as
+/// [`rank`].
 ///
 /// [`rank`]: OrderStatus::rank
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     AwaitingPayment,
+    /// The PaymentIntent was canceled (contract 8.6): above `awaiting_payment`, so a
+    /// late `processing` cannot reopen it; below `expired`, the more specific end of
+    /// a Checkout Session whose expiry canceled its PaymentIntent.
+    Canceled,
     Expired,
     PaymentFailed,
     Paid,
@@ -20,8 +25,9 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     /// Every status, lowest rank first.
-    pub const ALL: [OrderStatus; 4] = [
+    pub const ALL: [OrderStatus; 5] = [
         OrderStatus::AwaitingPayment,
+        OrderStatus::Canceled,
         OrderStatus::Expired,
         OrderStatus::PaymentFailed,
         OrderStatus::Paid,
@@ -31,15 +37,17 @@ impl OrderStatus {
     pub const fn rank(self) -> u8 {
         match self {
             OrderStatus::AwaitingPayment => 1,
-            OrderStatus::Expired => 2,
-            OrderStatus::PaymentFailed => 3,
-            OrderStatus::Paid => 4,
+            OrderStatus::Canceled => 2,
+            OrderStatus::Expired => 3,
+            OrderStatus::PaymentFailed => 4,
+            OrderStatus::Paid => 5,
         }
     }
 
     pub const fn as_str(self) -> &'static str {
         match self {
             OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Canceled => "canceled",
             OrderStatus::Expired => "expired",
             OrderStatus::PaymentFailed => "payment_failed",
             OrderStatus::Paid => "paid",
@@ -117,7 +125,7 @@ pub struct ParseStatusError {
 }
 
 impl ParseStatusError {
-    fn new(kind: &'static str, value: &str) -> Self {
+    pub(crate) fn new(kind: &'static str, value: &str) -> Self {
         ParseStatusError {
             kind,
             value: value.to_owned(),

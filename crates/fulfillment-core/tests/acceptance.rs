@@ -290,6 +290,19 @@ fn check_contract(body: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(&env.event_type, event_type);
             prop_assert!(!HANDLED_EVENT_TYPES.contains(&event_type.as_str()));
         }
+        (
+            Ok(env),
+            Ok(Parsed::Ignored {
+                id,
+                event_type,
+                reason,
+            }),
+        ) => {
+            prop_assert_eq!(&env.id, id);
+            prop_assert_eq!(&env.event_type, event_type);
+            prop_assert!(HANDLED_EVENT_TYPES.contains(&event_type.as_str()));
+            prop_assert!(!reason.is_empty());
+        }
         (Ok(env), Err(err)) => {
             prop_assert!(HANDLED_EVENT_TYPES.contains(&env.event_type.as_str()));
             prop_assert!(!err.field().is_empty());

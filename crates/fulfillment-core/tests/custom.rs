@@ -207,7 +207,7 @@ fn the_envelope_parses_as_a_handled_event() {
     assert_eq!(event.created, 1795460101);
     assert_eq!(event.order_id(), Some("ord_42"));
     assert_eq!(event.kind.payment_intent_id(), None);
-    assert_eq!(event.target_status(), OrderStatus::Paid);
+    assert_eq!(event.target_status(), Some(OrderStatus::Paid));
     assert_eq!(event.kind.custom_payment(), Some(&parse(&good()).unwrap()));
 }
 

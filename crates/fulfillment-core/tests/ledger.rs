@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use fulfillment_core::scenario::{batches, scenario};
 use fulfillment_core::{
-    BatchPlan, EventKind, Ledger, LockKey, Model, OrderEvent, OrderStatus, Outcome, PaymentStatus,
-    fresh,
+    BatchPlan, EventKind, Ledger, LockKey, Model, OrderEvent, OrderStatus, Outcome, ParkedEvent,
+    PaymentStatus, fresh,
 };
 use proptest::prelude::*;
 
@@ -153,4 +153,52 @@ fn released_events_record_their_final_outcome() {
     assert_eq!(effects.orders.len(), 1);
     assert_eq!(effects.orders[0].status, OrderStatus::Paid);
     assert!(ledger.parked().is_empty());
+}
+
+/// A PaymentIntent can park several events (its refunds, say), and which
+/// `order.refunded` messages are sent depends on the order they apply in: the
+/// ledger releases them by (created, id), whatever order its driver loaded
+/// them in (the store's are by park time, equal within one batch).
+#[test]
+fn parked_events_are_released_in_the_ledgers_order_not_the_drivers() {
+    let refund = |id: &str, amount| {
+        event(
+            id,
+            EventKind::ChargeRefunded(fulfillment_core::RefundFacts {
+                charge_id: "ch_1".to_owned(),
+                payment_intent_id: "pi_1".to_owned(),
+                amount_refunded: amount,
+                refund_status: fulfillment_core::RefundStatus::Partial,
+                currency: None,
+                livemode: false,
+            }),
+        )
+    };
+    let (small, large) = (refund("evt_r1", 500), refund("evt_r2", 900));
+    let parked = |events: [&OrderEvent; 2]| -> Vec<ParkedEvent> {
+        events
+            .iter()
+            .map(|e| ParkedEvent {
+                event: (*e).clone(),
+                body: Vec::new(),
+            })
+            .collect()
+    };
+    let linking = intent_succeeded("evt_pi", "pi_1", Some("ord_1"));
+    let mut released = Vec::new();
+    for loaded in [parked([&small, &large]), parked([&large, &small])] {
+        let mut ledger = Ledger::new(BTreeMap::new(), BTreeMap::new(), loaded);
+        let effects = ledger.apply(&[(&linking, b"")], |_| true, NOW);
+        let ids: Vec<String> = effects
+            .messages
+            .iter()
+            .map(|m| m.message_id.clone())
+            .collect();
+        released.push(ids);
+    }
+    assert_eq!(released[0], released[1]);
+    assert_eq!(
+        released[0],
+        ["ord_1/paid", "ord_1/500/refunded", "ord_1/900/refunded"]
+    );
 }

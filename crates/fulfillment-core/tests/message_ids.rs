@@ -1,7 +1,8 @@
 //! Contract 8.3: every message id fits an AMQP short string and is unique per
 //! (order, status), whatever the order id's length. Downstream consumers
 //! deduplicate on it, so two different transitions sharing one would lose a
-//! message (a paid order, say).
+//! message (a paid order, say). The lifecycle messages (contract 8.6) are
+//! unique per (order, part, kind) the same way, and never meet a status id.
 
 use fulfillment_core::{MAX_MESSAGE_ID_BYTES, OrderMessage, OrderStatus};
 use proptest::prelude::*;
@@ -30,8 +31,45 @@ fn order_id() -> impl Strategy<Value = String> {
     })
 }
 
+/// What a lifecycle message id is made of: an event id, an amount or a
+/// dispute id, possibly long or holding a `/`.
+fn part() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("evt_1".to_owned()),
+        Just("1500".to_owned()),
+        Just("paid".to_owned()),
+        "[a-z0-9_/]{0,12}",
+        (0usize..=300).prop_map(|n| "p".repeat(n)),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "payment_attempt_failed",
+        "refunded",
+        "dispute_open",
+        "dispute_won",
+        "dispute_lost",
+    ])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn lifecycle_ids_fit_and_never_collide(
+        a in order_id(), pa in part(), ka in kind(),
+        b in order_id(), pb in part(), kb in kind(),
+        s in status(),
+    ) {
+        let ida = OrderMessage::note_id(&a, &pa, ka);
+        let idb = OrderMessage::note_id(&b, &pb, kb);
+        prop_assert!(ida.len() <= MAX_MESSAGE_ID_BYTES, "{} bytes", ida.len());
+        prop_assert_eq!(ida == idb, (&a, &pa, ka) == (&b, &pb, kb), "{} / {}", ida, idb);
+        prop_assert_ne!(&ida, &OrderMessage::message_id(&b, s));
+        prop_assert_ne!(&ida, &OrderMessage::message_id(&a, s));
+        prop_assert_eq!(ida, OrderMessage::note_id(&a, &pa, ka));
+    }
 
     #[test]
     fn message_ids_fit_and_never_collide(

@@ -1,14 +1,17 @@
 //! Order-independence of the whole worker, checked on the reference [`Model`]: any
 //! permutation of a set of events (Stripe's and custom-payment reports for the same
-//! orders), with any duplication, ends in the same place.
+//! orders), with any duplication, ends in the same place, statuses and lifecycle
+//! facts (failed attempts, refunds, disputes) alike.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::NOW;
-use fulfillment_core::scenario::{OrderSpec, body, scenario};
-use fulfillment_core::{Model, OrderEvent, OrderStatus, Parsed, parse_event};
+use fulfillment_core::scenario::{ExpectedLifecycle, OrderSpec, body, scenario};
+use fulfillment_core::{
+    Detail, Lifecycle, Model, Order, OrderEvent, OrderMessage, OrderStatus, Parsed, parse_event,
+};
 use proptest::prelude::*;
 
 /// Feeds `events` to a fresh model, checking the step invariants after every event.
@@ -16,13 +19,38 @@ fn run(events: &[OrderEvent]) -> Result<Model, TestCaseError> {
     let mut model = Model::new();
     for event in events {
         let paid_before: Vec<String> = paid_orders(&model);
+        let before = model.orders().clone();
         model.handle(event, NOW);
         for order_id in paid_before {
             prop_assert_eq!(model.orders()[&order_id].status, OrderStatus::Paid);
         }
+        for (id, old) in &before {
+            check_monotone(&old.lifecycle, &model.orders()[id].lifecycle)?;
+        }
         check_outbox(&model)?;
     }
     Ok(model)
+}
+
+/// Lifecycle facts only grow: no refund shrinks, no dispute reopens, no
+/// failed attempt is forgotten.
+fn check_monotone(old: &Lifecycle, new: &Lifecycle) -> Result<(), TestCaseError> {
+    prop_assert!(new.failed_attempts >= old.failed_attempts);
+    let key = |l: &Lifecycle| l.refund.map(|r| (r.amount_refunded, r.status));
+    prop_assert!(
+        key(new) >= key(old),
+        "refund {:?} -> {:?}",
+        old.refund,
+        new.refund
+    );
+    for (id, dispute) in &old.disputes {
+        prop_assert!(
+            new.disputes[id].status >= dispute.status,
+            "dispute {} reopened",
+            id
+        );
+    }
+    Ok(())
 }
 
 fn paid_orders(model: &Model) -> Vec<String> {
@@ -34,35 +62,101 @@ fn paid_orders(model: &Model) -> Vec<String> {
         .collect()
 }
 
+/// Every message id once; no status message after `order.paid` (lifecycle
+/// messages do come after it: refunds, disputes); each order's refunded
+/// amounts and each dispute's statuses strictly rise from message to message.
 fn check_outbox(model: &Model) -> Result<(), TestCaseError> {
     let mut ids = BTreeSet::new();
     let mut paid = BTreeSet::new();
+    let mut refunded = BTreeMap::new();
+    let mut disputes = BTreeMap::new();
     for message in model.outbox() {
         prop_assert!(
             ids.insert(&message.message_id),
             "duplicate {}",
             message.message_id
         );
-        prop_assert!(
-            !paid.contains(&message.order_id),
-            "{} after order.paid",
-            message.message_id
-        );
-        if message.status == OrderStatus::Paid {
-            paid.insert(&message.order_id);
+        prop_assert!(message.message_id.len() <= fulfillment_core::MAX_MESSAGE_ID_BYTES);
+        match &message.detail {
+            None => {
+                prop_assert!(
+                    !paid.contains(&message.order_id),
+                    "{} after order.paid",
+                    message.message_id
+                );
+                if message.status == OrderStatus::Paid {
+                    paid.insert(&message.order_id);
+                }
+            }
+            Some(Detail::Refund(refund)) => {
+                let key = (refund.amount_refunded, refund.refund_status);
+                let last = refunded.insert(&message.order_id, key);
+                prop_assert!(last < Some(key), "{} after {:?}", message.message_id, last);
+            }
+            Some(Detail::Dispute(dispute)) => {
+                let last = disputes.insert(&dispute.dispute_id, dispute.dispute_status);
+                prop_assert!(
+                    last < Some(dispute.dispute_status),
+                    "{} after {:?}",
+                    message.message_id,
+                    last
+                );
+            }
+            Some(Detail::AttemptFailed(_)) => {}
         }
     }
     Ok(())
 }
 
-/// message_id of every message announcing an order's end status.
+/// message_id of every status message announcing an order's end status.
 fn terminal_message_ids(model: &Model) -> BTreeSet<String> {
     model
         .outbox()
         .iter()
-        .filter(|m| model.orders()[&m.order_id].status == m.status)
+        .filter(|m| m.is_status() && model.orders()[&m.order_id].status == m.status)
         .map(|m| m.message_id.clone())
         .collect()
+}
+
+/// message_id of every lifecycle message that announces an end fact: each
+/// failed attempt, the final refund, each dispute's final status.
+fn end_fact_message_ids(model: &Model) -> BTreeSet<String> {
+    let order = |m: &OrderMessage| -> &Order { &model.orders()[&m.order_id] };
+    model
+        .outbox()
+        .iter()
+        .filter(|m| match &m.detail {
+            None => false,
+            Some(Detail::AttemptFailed(_)) => true,
+            Some(Detail::Refund(r)) => {
+                order(m)
+                    .lifecycle
+                    .refund
+                    .map(|f| (f.amount_refunded, f.status))
+                    == Some((r.amount_refunded, r.refund_status))
+            }
+            Some(Detail::Dispute(d)) => {
+                order(m).lifecycle.disputes[&d.dispute_id].status == d.dispute_status
+            }
+        })
+        .map(|m| m.message_id.clone())
+        .collect()
+}
+
+fn lifecycle_of(order: &Order) -> ExpectedLifecycle {
+    ExpectedLifecycle {
+        failed_attempts: order.lifecycle.failed_attempts,
+        refund: order
+            .lifecycle
+            .refund
+            .map(|r| (r.amount_refunded, r.status)),
+        disputes: order
+            .lifecycle
+            .disputes
+            .iter()
+            .map(|(id, d)| (id.clone(), d.status))
+            .collect(),
+    }
 }
 
 fn paid_message_counts(model: &Model) -> BTreeMap<String, usize> {
@@ -90,11 +184,33 @@ fn check_converged(
     prop_assert_eq!(statuses(model), statuses(reference));
     prop_assert_eq!(model.parked(), reference.parked());
     prop_assert_eq!(terminal_message_ids(model), terminal_message_ids(reference));
+    prop_assert_eq!(end_fact_message_ids(model), end_fact_message_ids(reference));
 
     for (k, spec) in specs.iter().enumerate() {
         let order_id = spec.order_id(k);
-        let status = model.orders().get(&order_id).map(|order| order.status);
+        let order = model.orders().get(&order_id);
+        let status = order.map(|order| order.status);
         prop_assert_eq!(status, spec.expected_status(k), "order {}", order_id);
+        let lifecycle = order.map(lifecycle_of).unwrap_or_default();
+        prop_assert_eq!(
+            &lifecycle,
+            &spec.expected_lifecycle(k),
+            "order {}",
+            order_id
+        );
+        let attempts = model
+            .outbox()
+            .iter()
+            .filter(|m| {
+                m.order_id == order_id && matches!(m.detail, Some(Detail::AttemptFailed(_)))
+            })
+            .count();
+        prop_assert_eq!(
+            attempts,
+            lifecycle.failed_attempts as usize,
+            "order {}",
+            order_id
+        );
     }
     let anomalies = |m: &Model| -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
@@ -128,7 +244,7 @@ fn check_converged(
     );
     prop_assert_eq!(reports.len(), expected_reports);
 
-    let expected_parked: usize = specs.iter().map(OrderSpec::unmatchable_intents).sum();
+    let expected_parked: usize = specs.iter().map(OrderSpec::unmatchable_events).sum();
     prop_assert_eq!(model.parked(), expected_parked);
 
     let expected_paid: BTreeMap<String, usize> = model

@@ -10,6 +10,8 @@ pub const AMQP_BASE: &str = "amqp://guest:guest@127.0.0.1:5672";
 /// One vhost and one database, both called `name`.
 pub struct TestEnv {
     pub name: String,
+    /// False for [`TestEnv::database_only`]: nothing to delete on the broker.
+    has_vhost: bool,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -26,19 +28,14 @@ impl TestEnv {
     /// by whoever needs it. Process id, counter and clock together keep names
     /// unique across parallel test binaries and reruns.
     pub fn try_new(prefix: &str) -> anyhow::Result<TestEnv> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos();
-        let name = format!(
-            "{prefix}_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos % 100_000
-        );
+        let name = unique_name(prefix)?;
         rabbitmqctl(&["add_vhost", &name])?;
         // Owned from here on: should granting permissions fail, dropping
         // `env` still deletes the vhost just made.
-        let env = TestEnv { name };
+        let env = TestEnv {
+            name,
+            has_vhost: true,
+        };
         rabbitmqctl(&[
             "set_permissions",
             "-p",
@@ -49,6 +46,16 @@ impl TestEnv {
             ".*",
         ])?;
         Ok(env)
+    }
+
+    /// A database name of its own and no vhost on the machine's broker: for
+    /// a run that brings its own broker (`make cluster`), so it does not
+    /// depend on the shared one.
+    pub fn database_only(prefix: &str) -> anyhow::Result<TestEnv> {
+        Ok(TestEnv {
+            name: unique_name(prefix)?,
+            has_vhost: false,
+        })
     }
 
     pub fn amqp_url(&self) -> String {
@@ -76,7 +83,9 @@ impl Drop for TestEnv {
     /// goes with its queues, the database with `FORCE`, which ends sessions
     /// still connected to it (a pool the test forgot, a service killed late).
     fn drop(&mut self) {
-        let _ = rabbitmqctl(&["delete_vhost", &self.name]);
+        if self.has_vhost {
+            let _ = rabbitmqctl(&["delete_vhost", &self.name]);
+        }
         let _ = Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
             .arg(format!(
@@ -85,6 +94,20 @@ impl Drop for TestEnv {
             ))
             .output();
     }
+}
+
+/// `{prefix}_{pid}_{n}_{nanos}`: process id, counter and clock together keep
+/// names unique across parallel test binaries and reruns.
+fn unique_name(prefix: &str) -> anyhow::Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos();
+    Ok(format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    ))
 }
 
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {

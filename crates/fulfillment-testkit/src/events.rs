@@ -52,6 +52,27 @@ pub fn checkout_completed(event_id: &str, order_id: &str, payment_status: &str) 
     )
 }
 
+/// A lifecycle event (contract 8.6) about PaymentIntent `payment_intent`:
+/// `payment_intent.*` events name `order` in metadata when given; charges and
+/// disputes name no order (they are found through the PaymentIntent).
+pub fn lifecycle(
+    event_id: &str,
+    event_type: &str,
+    payment_intent: &str,
+    order: Option<&str>,
+    lifecycle: &fulfillment_core::sample::LifecycleSpec,
+) -> Vec<u8> {
+    let spec = SampleSpec {
+        event_id,
+        order_id: order.unwrap_or(""),
+        payment_intent_id: Some(payment_intent),
+        payment_status: "paid",
+        order_in_metadata: order.is_some(),
+        created: crate::unix_now(),
+    };
+    fulfillment_core::sample::event_with(event_type, &spec, lifecycle).expect("a sample type")
+}
+
 /// A custom-payment report body for `order_id` (see
 /// `fulfillment_core::sample::custom_payment`), completed now.
 pub fn custom_payment(report_id: &str, order_id: &str, guaranteed: bool) -> Vec<u8> {

@@ -19,10 +19,12 @@
 //! - [`db`]: reading and waiting on the service's database.
 //! - [`events`]: realistic Stripe events from `fulfillment_core::sample`.
 //! - [`proxy`]: a TCP proxy that can cut one service off the broker.
+//! - [`cluster`]: a throwaway three-node RabbitMQ cluster beside the host's broker.
 //! - [`stripe`]: a stand-in for Stripe's API (events, line items, payment
 //!   records, idempotency, scripted failures and outages, a request log).
 
 pub mod amqp;
+pub mod cluster;
 pub mod db;
 pub mod env;
 pub mod events;

@@ -21,6 +21,10 @@ use tracing::{info, warn};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
+mod urls;
+
+pub use urls::{BrokerUrl, BrokerUrls};
+
 /// What to do on a fresh channel before it is handed out: enable confirms,
 /// declare the topology, start consumers.
 pub type Setup =
@@ -38,13 +42,13 @@ pub struct BrokerLink {
 impl BrokerLink {
     /// Starts the supervisor task. It connects in the background, so a
     /// broker that is down at start is retried and logged, never fatal.
-    pub fn start(url: String, role: &'static str, setup: Setup) -> BrokerLink {
+    pub fn start(urls: BrokerUrls, role: &'static str, setup: Setup) -> BrokerLink {
         let (tx, rx) = watch::channel(None);
         let kick = Arc::new(Notify::new());
         // The link has a stop signal of its own: the process's shutdown must
         // not close the connection before in-flight work has acked.
         let (stop, stopped) = crate::shutdown::channel();
-        let task = tokio::spawn(supervise(url, role, setup, tx, kick.clone(), stopped));
+        let task = tokio::spawn(supervise(urls, role, setup, tx, kick.clone(), stopped));
         BrokerLink {
             channel: rx,
             kick,
@@ -143,26 +147,33 @@ fn reconnect_backoff() -> ExponentialBuilder {
 }
 
 async fn supervise(
-    url: String,
+    urls: BrokerUrls,
     role: &'static str,
     setup: Setup,
     tx: watch::Sender<Option<Channel>>,
     kick: Arc<Notify>,
     shutdown: Shutdown,
 ) {
+    // A fresh process starts with the first URL; after a loss, the next one.
+    let mut from = 0;
     loop {
-        let connect = || open(&url, role, setup.clone());
+        let connect = || {
+            first_that_opens(&urls, from, role, |url| {
+                open(url.expose().to_owned(), role, setup.clone())
+            })
+        };
         let opened = connect.retry(reconnect_backoff()).notify(|err, delay| {
             warn!(role, error = %err, retry_in_ms = delay.as_millis() as u64, "broker unavailable");
         });
-        let (conn, channel) = tokio::select! {
+        let (index, (conn, channel)) = tokio::select! {
             r = opened => match r {
-                Ok(pair) => pair,
+                Ok(opened) => opened,
                 Err(_) => unreachable!("retries forever"),
             },
             _ = shutdown.wait() => return,
         };
-        info!(role, "broker connected");
+        let broker = urls.get(index).label();
+        info!(role, broker, "broker connected");
         metrics::gauge!(m::BROKER_UP, "role" => role).set(1.0);
         let _ = tx.send(Some(channel.clone()));
 
@@ -180,17 +191,96 @@ async fn supervise(
                 break;
             }
         }
-        warn!(role, "broker connection lost; reconnecting");
+        warn!(role, broker, "broker connection lost; reconnecting");
         metrics::gauge!(m::BROKER_UP, "role" => role).set(0.0);
         let _ = tx.send(None);
         let _ = conn.close(320, ShortString::from("reconnecting")).await;
+        from = urls.after_loss(index);
     }
 }
 
-async fn open(url: &str, role: &'static str, setup: Setup) -> lapin::Result<(Connection, Channel)> {
+/// How long one node may take to accept a connection (and its set-up)
+/// before the next one is tried: a node that is unreachable rather than
+/// refusing would otherwise hold a process for the kernel's TCP timeout.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no node of the list could be reached: the last node's reason, named
+/// by its label (never the URL itself, which may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[error("{broker}: {cause}")]
+pub struct ConnectError {
+    pub broker: String,
+    pub cause: ConnectCause,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectCause {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One round over the nodes, starting at `from`: the first node `open`
+/// succeeds on, with its index, or the last node's error. Each node gets at
+/// most [`NODE_CONNECT_TIMEOUT`]; a failing node is logged when there are
+/// others to try.
+pub async fn first_that_opens<T, F, Fut>(
+    urls: &BrokerUrls,
+    from: usize,
+    role: &'static str,
+    open: F,
+) -> Result<(usize, T), ConnectError>
+where
+    F: Fn(&BrokerUrl) -> Fut,
+    Fut: Future<Output = lapin::Result<T>>,
+{
+    let mut last = None;
+    for (index, url) in urls.rotation(from) {
+        let cause = match tokio::time::timeout(NODE_CONNECT_TIMEOUT, open(url)).await {
+            Ok(Ok(opened)) => return Ok((index, opened)),
+            Ok(Err(e)) => ConnectCause::Broker(e),
+            Err(_) => ConnectCause::Timeout(NODE_CONNECT_TIMEOUT),
+        };
+        if urls.len() > 1 {
+            warn!(role, broker = url.label(), error = %cause, "broker node unavailable; trying the next");
+        }
+        last = Some(ConnectError {
+            broker: url.label().to_owned(),
+            cause,
+        });
+    }
+    Err(last.expect("a list of URLs is never empty"))
+}
+
+/// Connects to the first node that answers and opens a channel: for the
+/// one-shot commands (`migrate`, `dlq`), which need no supervision.
+pub async fn connect_once(
+    urls: &BrokerUrls,
+    name: &'static str,
+) -> Result<(Connection, Channel), ConnectError> {
+    let open = |url: &BrokerUrl| {
+        let url = url.expose().to_owned();
+        async move {
+            let props = ConnectionProperties::default().with_connection_name(name.into());
+            let conn = Connection::connect(&url, props).await?;
+            let channel = conn.create_channel().await?;
+            Ok((conn, channel))
+        }
+    };
+    first_that_opens(urls, 0, name, open)
+        .await
+        .map(|(_, opened)| opened)
+}
+
+async fn open(
+    url: String,
+    role: &'static str,
+    setup: Setup,
+) -> lapin::Result<(Connection, Channel)> {
     let props =
         ConnectionProperties::default().with_connection_name(format!("fulfillment-{role}").into());
-    let conn = Connection::connect(url, props).await?;
+    let conn = Connection::connect(&url, props).await?;
     let channel = conn.create_channel().await?;
     setup(channel.clone()).await?;
     Ok((conn, channel))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
+use crate::broker::{self, BrokerUrls};
 use crate::cli::{
     Command, DlqAction, DlqCmd, EventsAction, EventsCmd, MigrateArgs, OrdersAction, OrdersCmd,
 };
@@ -38,21 +39,20 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let pool = db::pool(database_url, 2)?;
     db::migrate(&pool).await?;
     info!("database migrated");
-    let amqp_url = args.amqp.amqp_url.expose();
-    declare_topology(amqp_url, args.retry_delays.delays()).await?;
+    declare_topology(&args.amqp.amqp_url, args.retry_delays.delays()).await?;
     info!("broker topology declared");
     Ok(())
 }
 
 /// One-shot declaration for `migrate`: retried for a while, then a clear error.
-async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Result<()> {
+/// With several URLs, each attempt tries every node once.
+async fn declare_topology(urls: &BrokerUrls, retry_delays: &[Duration]) -> anyhow::Result<()> {
     use backon::Retryable;
     let attempt = || async {
-        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
-        let channel = conn.create_channel().await?;
+        let (conn, channel) = broker::connect_once(urls, "fulfillment-migrate").await?;
         topology::declare(&channel, retry_delays).await?;
         conn.close(200, "done".into()).await?;
-        Ok::<_, lapin::Error>(())
+        Ok::<_, anyhow::Error>(())
     };
     attempt
         .retry(backoff::at_start())
@@ -62,7 +62,7 @@ async fn declare_topology(url: &str, retry_delays: &[Duration]) -> anyhow::Resul
 }
 
 async fn dead_letters(args: DlqCmd) -> anyhow::Result<()> {
-    let url = args.amqp.amqp_url.expose();
+    let url = &args.amqp.amqp_url;
     let pool = db::pool(args.database.database_url.expose(), 2)?;
     let mut out = std::io::stdout().lock();
     match args.action {
@@ -95,6 +95,9 @@ async fn orders(args: OrdersCmd) -> anyhow::Result<()> {
         OrdersAction::Show { order_id, json } => (order_id, json),
         OrdersAction::RetryLineItems { all, order_ids } => {
             return retry_line_items(database_url, all, &order_ids).await;
+        }
+        OrdersAction::RetryRecord { order_id } => {
+            return retry_record(database_url, &order_id).await;
         }
     };
     let story = ops::order_story(database_url, &order_id)
@@ -134,6 +137,22 @@ async fn retry_line_items(
     )?;
     if !not_held.is_empty() {
         anyhow::bail!("no held line items for {not_held:?} (see `fulfillment orders show`)");
+    }
+    Ok(())
+}
+
+/// `orders retry-record`: refused Payment Record jobs of the order go back
+/// to the reporter (a worker with STRIPE_API_KEY) with a new key.
+async fn retry_record(database_url: &str, order_id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(database_url, 1)?;
+    let sent = crate::records::retry_refused(&pool, order_id).await?;
+    if sent.is_empty() {
+        anyhow::bail!(
+            "order {order_id:?} has no Payment Record that Stripe refused (see fulfillment orders show {order_id})"
+        );
+    }
+    for report_id in &sent {
+        println!("{report_id}: queued again for Stripe (new idempotency key)");
     }
     Ok(())
 }

@@ -73,10 +73,10 @@ where
     }
 }
 
-/// `AMQP_URL`: parses as lapin will parse it when connecting.
-pub fn amqp_url(s: &str) -> Result<Secret, String> {
-    lapin::uri::AMQPUri::from_str(s).map_err(|e| format!("not a valid AMQP URL: {e}"))?;
-    Ok(Secret::new(s))
+/// `AMQP_URL`: one or more comma-separated URLs (the nodes of one cluster),
+/// each parsed as lapin will parse it when connecting.
+pub fn amqp_url(s: &str) -> Result<crate::broker::BrokerUrls, String> {
+    crate::broker::BrokerUrls::parse(s)
 }
 
 /// `DATABASE_URL`: parses as sqlx will parse it when connecting.

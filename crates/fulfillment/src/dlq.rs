@@ -14,11 +14,12 @@ use std::time::Duration;
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Confirmation, Connection};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::broker::{self, BrokerUrls};
 use crate::clock::now_rfc3339;
 use crate::dead_letters::{self, Row};
 use crate::failure::{DeadLetterKind, headers};
@@ -44,23 +45,18 @@ fn human_age(secs: i64) -> String {
     }
 }
 
-async fn open(url: &str) -> anyhow::Result<(Connection, Channel)> {
-    let conn = Connection::connect(
-        url,
-        ConnectionProperties::default().with_connection_name("fulfillment-dlq".into()),
-    )
-    .await
-    .context("connecting to RabbitMQ (AMQP_URL)")?;
-    let channel = conn.create_channel().await?;
-    Ok((conn, channel))
+async fn open(urls: &BrokerUrls) -> anyhow::Result<(Connection, Channel)> {
+    broker::connect_once(urls, "fulfillment-dlq")
+        .await
+        .context("connecting to RabbitMQ (AMQP_URL)")
 }
 
 /// Messages in `stripe.fulfillment.dlq` not yet moved into the table (none
 /// while a worker runs), by passive declare: reading the count touches no
 /// message. None if the broker cannot be asked.
-async fn still_queued(url: &str) -> Option<u32> {
+async fn still_queued(urls: &BrokerUrls) -> Option<u32> {
     let ask = async {
-        let (conn, channel) = open(url).await.ok()?;
+        let (conn, channel) = open(urls).await.ok()?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -94,7 +90,7 @@ fn note_queued(queued: Option<u32>, out: &mut impl Write) -> std::io::Result<()>
 
 pub async fn list(
     pool: &PgPool,
-    amqp_url: &str,
+    amqp_url: &BrokerUrls,
     limit: usize,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -184,7 +180,7 @@ fn replay_properties(row: &Row) -> lapin::BasicProperties {
 /// Replays the dead letters of `ids` (all when None); returns how many.
 pub async fn replay(
     pool: &PgPool,
-    amqp_url: &str,
+    amqp_url: &BrokerUrls,
     ids: Option<&[String]>,
     out: &mut impl Write,
 ) -> anyhow::Result<usize> {

@@ -84,6 +84,12 @@ pub async fn watch_database(pool: PgPool, health: DbHealth, shutdown: Shutdown) 
                     metrics::gauge!(m::PARKED_EVENTS).set(live as f64);
                     metrics::gauge!(m::PARKED_EVENTS_EXPIRED).set(expired as f64);
                 }
+                if let Ok(Ok((open, next_due))) =
+                    tokio::time::timeout(Duration::from_secs(3), open_disputes(&pool)).await
+                {
+                    metrics::gauge!(m::DISPUTES_OPEN).set(open as f64);
+                    metrics::gauge!(m::DISPUTES_NEXT_DUE).set(next_due);
+                }
                 let line_items = crate::line_items::report_backlog(&pool);
                 let _ = tokio::time::timeout(Duration::from_secs(3), line_items).await;
             }
@@ -120,6 +126,16 @@ async fn parked_counts(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*) FILTER (WHERE expired_at IS NULL), \
                 count(*) FILTER (WHERE expired_at IS NOT NULL) FROM parked_events",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Open disputes, and the earliest evidence deadline among them still ahead
+/// (Unix seconds, 0 for none): what `FulfillmentDisputeEvidenceDueSoon` watches.
+async fn open_disputes(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM min(evidence_due_by)                 FILTER (WHERE evidence_due_by > now()))::float8, 0)          FROM order_disputes WHERE status = 'open'",
     )
     .fetch_one(pool)
     .await

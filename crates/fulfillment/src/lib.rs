@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ops;
 pub mod receiver;
 pub mod reconcile;
+pub mod records;
 pub mod relay;
 pub mod retry;
 pub mod send_event;

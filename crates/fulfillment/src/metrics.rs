@@ -41,6 +41,14 @@ pub const LINE_ITEMS_TOTAL: &str = "fulfillment_line_items_total";
 pub const LINE_ITEMS_PENDING: &str = "fulfillment_line_items_pending";
 pub const LINE_ITEMS_HELD: &str = "fulfillment_line_items_held";
 pub const LINE_ITEMS_OLDEST_PENDING_SECONDS: &str = "fulfillment_line_items_oldest_pending_seconds";
+pub const PAYMENT_RECORDS_TOTAL: &str = "fulfillment_payment_records_total";
+pub const PAYMENT_RECORDS_REFUSED: &str = "fulfillment_payment_records_refused";
+// The rest of the payment lifecycle (contract 8.6).
+pub const PAYMENT_ATTEMPTS_FAILED_TOTAL: &str = "fulfillment_payment_attempts_failed_total";
+pub const REFUNDS_TOTAL: &str = "fulfillment_refunds_total";
+pub const DISPUTES_TOTAL: &str = "fulfillment_disputes_total";
+pub const DISPUTES_OPEN: &str = "fulfillment_disputes_open";
+pub const DISPUTES_NEXT_DUE: &str = "fulfillment_disputes_next_due_timestamp_seconds";
 
 /// Latency buckets from 1 ms to 10 s: webhook answers and confirms live in
 /// the low milliseconds, and Stripe gives up somewhere in seconds.
@@ -195,6 +203,14 @@ fn describe() {
         "POST /payments/custom requests by outcome: accepted, bad_signature, bad_request, too_large, unavailable"
     );
     describe_counter!(
+        PAYMENT_RECORDS_TOTAL,
+        "Custom payments reported to Stripe as Payment Records, by outcome: recorded, retried (no answer, 409, 429, 5xx: tried again later), refused (kept for a person)"
+    );
+    describe_gauge!(
+        PAYMENT_RECORDS_REFUSED,
+        "Payment Record jobs Stripe refused, waiting for a person (fulfillment orders retry-record)"
+    );
+    describe_counter!(
         ORDER_ANOMALIES_TOTAL,
         "Order anomalies a person must look at, by kind: paid_twice (a second distinct payment reached a paid order; the customer may need a refund)"
     );
@@ -218,6 +234,41 @@ fn describe() {
         WORKER_BATCH_SIZE,
         "Deliveries a worker took together into one batch"
     );
+    describe_counter!(
+        PAYMENT_ATTEMPTS_FAILED_TOTAL,
+        "Failed payment attempts recorded (payment_intent.payment_failed, once per event)"
+    );
+    describe_counter!(
+        REFUNDS_TOTAL,
+        "Refunds recorded, by refund_status (partial, full): each time an order's refunded amount grew"
+    );
+    describe_counter!(
+        DISPUTES_TOTAL,
+        "Dispute changes recorded, by dispute_status: open (a new dispute), won, lost"
+    );
+    describe_gauge!(
+        DISPUTES_OPEN,
+        "Disputes recorded as open (not yet won or lost)"
+    );
+    describe_gauge!(
+        DISPUTES_NEXT_DUE,
+        Unit::Seconds,
+        "Unix time of the earliest evidence deadline (evidence_details.due_by) among open disputes still ahead; 0 when there is none"
+    );
+}
+
+/// Registers the lifecycle counters at 0 for every label value, so the first
+/// dispute after a start is an increase Prometheus can see (a series that
+/// appears at 1 has none).
+pub fn zero_lifecycle_counters() {
+    use fulfillment_core::{DisputeStatus, RefundStatus};
+    metrics::counter!(PAYMENT_ATTEMPTS_FAILED_TOTAL).increment(0);
+    for status in RefundStatus::ALL {
+        metrics::counter!(REFUNDS_TOTAL, "refund_status" => status.as_str()).increment(0);
+    }
+    for status in DisputeStatus::ALL {
+        metrics::counter!(DISPUTES_TOTAL, "dispute_status" => status.as_str()).increment(0);
+    }
 }
 
 /// `/metrics`, `/healthz` and `/readyz` on `METRICS_ADDR`: a listener with

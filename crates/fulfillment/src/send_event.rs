@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-use fulfillment_core::sample::{SAMPLE_TYPES, SampleSpec, event};
+use fulfillment_core::sample::{LifecycleSpec, SAMPLE_TYPES, SampleSpec, event_with};
 
 use fulfillment_core::sample::custom_payment;
 use fulfillment_core::{CustomOutcome, parse_custom_payment};
@@ -38,7 +38,13 @@ pub async fn run(cmd: SendEventCmd) -> anyhow::Result<()> {
         order_in_metadata: !cmd.no_order_metadata,
         created: now,
     };
-    let body = event(&cmd.event_type, &spec).with_context(|| {
+    let lifecycle = LifecycleSpec {
+        decline_code: &cmd.decline_code,
+        amount_refunded: cmd.amount_refunded,
+        dispute_status: &cmd.dispute_status,
+        dispute_id: cmd.dispute_id.as_deref(),
+    };
+    let body = event_with(&cmd.event_type, &spec, &lifecycle).with_context(|| {
         format!(
             "TYPE: {:?} is not one of: {}",
             cmd.event_type,

@@ -25,8 +25,8 @@ use crate::health::{self, DbHealth};
 use crate::receiver::{self, Endpoints, Readiness, Receiver};
 use crate::shutdown::{self, Shutdown};
 use crate::{
-    budget, db, dead_letters, http, line_items, metrics, reconcile, relay, store, topology, upkeep,
-    worker,
+    budget, db, dead_letters, http, line_items, metrics, reconcile, records, relay, store,
+    topology, upkeep, worker,
 };
 
 /// Which parts of the pipeline this process runs, with their settings.
@@ -206,7 +206,7 @@ struct Started {
 
 impl Started {
     fn link(&mut self, amqp: &AmqpArgs, name: &'static str, setup: Setup) -> BrokerLink {
-        let link = BrokerLink::start(amqp.amqp_url.expose().to_owned(), name, setup);
+        let link = BrokerLink::start(amqp.amqp_url.clone(), name, setup);
         self.links.push(link.clone());
         link
     }
@@ -298,6 +298,16 @@ impl Started {
             interval: args.retention_interval,
         };
         self.tasks.push(tokio::spawn(upkeep.run(stopping.clone())));
+        if let Some(client) = stripe.clone() {
+            // Custom payments become Payment Records, outside the worker's
+            // transactions (records.rs).
+            let reporter = records::Reporter {
+                pool: pool.clone(),
+                client,
+            };
+            self.tasks
+                .push(tokio::spawn(reporter.run(stopping.clone())));
+        }
         let relay = relay::Relay {
             pool: pool.clone(),
             publisher: Publisher::new(relay_link.clone(), amqp.confirm_timeout()),

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+mod lifecycle;
 mod line_items;
 mod payments;
 
@@ -87,6 +88,7 @@ async fn write(
     line_items: LineItems,
 ) -> Result<(), sqlx::Error> {
     store_orders(tx, &effects.orders).await?;
+    lifecycle::store(tx, &effects.orders).await?;
     store_transitions(tx, effects).await?;
     store_messages(tx, &effects.messages, line_items).await?;
     store_links(tx, &effects.new_links).await?;
@@ -308,10 +310,12 @@ async fn load_orders(
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let rows = sqlx::query(
-        "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode, account FROM orders WHERE order_id = ANY($1)",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT o.order_id, o.status, o.checkout_session_id, o.payment_intent_id, o.amount_total, \
+         o.currency, o.customer_email, o.livemode, o.account, {} FROM orders o \
+         WHERE o.order_id = ANY($1)",
+        lifecycle::COLUMNS
+    ))
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
@@ -329,6 +333,7 @@ async fn load_orders(
             currency: row.get("currency"),
             customer_email: row.get("customer_email"),
             livemode: row.get("livemode"),
+            lifecycle: lifecycle::from_row(&row)?,
             account: row.get("account"),
         };
         orders.insert(order.order_id.clone(), order);

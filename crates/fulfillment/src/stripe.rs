@@ -12,7 +12,8 @@ use crate::metrics as m;
 
 /// What is off without a key, for the one line that says so.
 const NEEDS_A_KEY: &str = "recovering missed events from Stripe's Events API (RECONCILE_INTERVAL), \
-     and line items on order.paid (published without them, as before)";
+     line items on order.paid (published without them, as before), \
+     and recording custom payments as Payment Records (their jobs wait)";
 
 /// The client, or `None` (said once, here) when no key is set.
 pub fn client(args: &StripeArgs) -> anyhow::Result<Option<stripe_api::Client>> {

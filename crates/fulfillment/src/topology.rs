@@ -33,6 +33,14 @@ fn durable_exchange() -> ExchangeDeclareOptions {
     }
 }
 
+/// No `x-quorum-initial-group-size`: RabbitMQ 3.10 then places a replica on
+/// every node of the cluster when the queue is declared (4.x: up to three),
+/// which on three nodes is "replicated on all three" (`make cluster` checks
+/// it). Declaring the argument would make the declaration of queues that
+/// exist without it fail (406 PRECONDITION_FAILED: RabbitMQ compares it), so
+/// every running deployment would break on upgrade. Queues declared before
+/// the cluster grew keep their replicas: `rabbitmq-queues grow` adds them
+/// (docs/scaling.md).
 fn quorum_queue_args() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(

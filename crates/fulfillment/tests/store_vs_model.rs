@@ -5,9 +5,11 @@
 //! before their sessions, several sessions per order) go in random batches
 //! through the real `store::process_batch` on a real PostgreSQL database
 //! (127.0.0.1:5432, one database per test, emptied between cases) and through
-//! `Model`; end states, transitions, parked events (with their raw bodies), outbox messages,
+//! `Model`; end states (lifecycle facts too: failed attempts, refunds, disputes),
+//! transitions, parked events (with their raw bodies), outbox messages,
 //! `processed_events`, and the payment records (custom reports, distinct payments per
-//! order, anomalies) must agree. `PROPTEST_CASES` sets the number of cases (default 48).
+//! order, anomalies) must agree. The scenarios mix every handled type, refunds and
+//! disputes of charges included. `PROPTEST_CASES` sets the number of cases (default 48).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -15,8 +17,8 @@ use std::time::SystemTime;
 use fulfillment::{db, store};
 use fulfillment_core::scenario::{OrderSpec, batches, body, scenario};
 use fulfillment_core::{
-    CustomOutcome, CustomPaymentReport, Model, Order, OrderEvent, OrderMessage, OrderStatus,
-    Transition,
+    CustomOutcome, CustomPaymentReport, Detail, Dispute, LastFailure, Lifecycle, Model, Order,
+    OrderEvent, OrderMessage, OrderStatus, PaymentError, Refund, Transition,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -63,7 +65,8 @@ impl TestDb {
         self.runtime.block_on(async {
             sqlx::query(
                 "TRUNCATE orders, order_transitions, processed_events, payment_intent_links, \
-                 parked_events, outbox, custom_payments, order_payments, order_anomalies, line_item_jobs",
+                 parked_events, outbox, order_disputes, custom_payments, order_payments, \
+                 order_anomalies, line_item_jobs, payment_record_jobs",
             )
             .execute(&self.pool)
             .await
@@ -134,12 +137,14 @@ struct Stored {
 async fn stored(pool: &PgPool) -> Stored {
     let rows = sqlx::query(
         "SELECT order_id, status, checkout_session_id, payment_intent_id, amount_total, \
-         currency, customer_email, livemode, account FROM orders",
+         currency, customer_email, livemode, account, failed_attempts, last_failure_event_id, \
+         last_failure_created, last_failure_payment_intent_id, last_failure_code, \
+         last_decline_code, last_failure_message, amount_refunded, refund_status FROM orders",
     )
     .fetch_all(pool)
     .await
     .expect("orders");
-    let orders = rows
+    let mut orders: BTreeMap<String, Order> = rows
         .iter()
         .map(|row| {
             let status: String = row.get("status");
@@ -152,11 +157,37 @@ async fn stored(pool: &PgPool) -> Stored {
                 currency: row.get("currency"),
                 customer_email: row.get("customer_email"),
                 livemode: row.get("livemode"),
+                lifecycle: lifecycle_of(row),
                 account: row.get("account"),
             };
             (order.order_id.clone(), order)
         })
         .collect();
+    let rows = sqlx::query(
+        "SELECT order_id, dispute_id, status, charge_id, reason, amount, currency, \
+         extract(epoch FROM evidence_due_by)::int8 AS due FROM order_disputes",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("disputes");
+    for row in rows {
+        let status: String = row.get("status");
+        let dispute = Dispute {
+            status: status.parse().expect("a dispute status"),
+            charge_id: row.get("charge_id"),
+            reason: row.get("reason"),
+            amount: row.get("amount"),
+            currency: row.get("currency"),
+            evidence_due_by: row.get("due"),
+        };
+        let order: String = row.get("order_id");
+        let disputes = &mut orders
+            .get_mut(&order)
+            .expect("its order")
+            .lifecycle
+            .disputes;
+        disputes.insert(row.get("dispute_id"), dispute);
+    }
     let rows: Vec<(String, Option<String>, String, String)> = sqlx::query_as(
         "SELECT order_id, from_status, to_status, event_id FROM order_transitions ORDER BY id",
     )
@@ -273,6 +304,37 @@ async fn stored(pool: &PgPool) -> Stored {
         payments,
         anomalies,
         reports,
+    }
+}
+
+/// The lifecycle columns of an `orders` row (disputes are another table).
+fn lifecycle_of(row: &sqlx::postgres::PgRow) -> Lifecycle {
+    let last_failure = row
+        .get::<Option<String>, _>("last_failure_event_id")
+        .map(|event_id| LastFailure {
+            event_id,
+            created: row.get("last_failure_created"),
+            payment_intent_id: row.get("last_failure_payment_intent_id"),
+            error: PaymentError {
+                failure_code: row.get("last_failure_code"),
+                decline_code: row.get("last_decline_code"),
+                failure_message: row.get("last_failure_message"),
+            },
+        });
+    let refund = row
+        .get::<Option<i64>, _>("amount_refunded")
+        .map(|amount_refunded| Refund {
+            amount_refunded,
+            status: row
+                .get::<String, _>("refund_status")
+                .parse()
+                .expect("a refund status"),
+        });
+    Lifecycle {
+        failed_attempts: row.get::<i32, _>("failed_attempts") as u32,
+        last_failure,
+        refund,
+        disputes: BTreeMap::new(),
     }
 }
 
@@ -438,12 +500,34 @@ fn check_converged(specs: &[OrderSpec], db: &Stored, model: &Model) -> Result<()
     let model_parked = parked_of(model);
     prop_assert_eq!(parked, model_parked.keys().collect::<BTreeSet<_>>());
 
-    // The message of each end status and every order.paid do not depend on
-    // arrival order; each message has its transition and vice versa.
+    // Lifecycle facts do not depend on arrival order either.
+    let lifecycles = |orders: &BTreeMap<String, Order>| -> BTreeMap<String, Lifecycle> {
+        orders
+            .iter()
+            .map(|(id, o)| (id.clone(), o.lifecycle.clone()))
+            .collect()
+    };
+    prop_assert_eq!(lifecycles(&db.orders), lifecycles(model.orders()));
+
+    // The message of each end status, every order.paid, and every lifecycle
+    // message announcing an end fact do not depend on arrival order; each
+    // status message has its transition and vice versa.
     let end = |outbox: &BTreeMap<String, OrderMessage>, orders: &BTreeMap<String, Order>| {
         outbox
             .values()
-            .filter(|m| orders[&m.order_id].status == m.status || m.status == OrderStatus::Paid)
+            .filter(|m| {
+                let order = &orders[&m.order_id];
+                match &m.detail {
+                    None => order.status == m.status || m.status == OrderStatus::Paid,
+                    Some(Detail::AttemptFailed(_)) => true,
+                    Some(Detail::Refund(r)) => {
+                        order.lifecycle.refund.map(|f| f.amount_refunded) == Some(r.amount_refunded)
+                    }
+                    Some(Detail::Dispute(d)) => {
+                        order.lifecycle.disputes[&d.dispute_id].status == d.dispute_status
+                    }
+                }
+            })
             .map(|m| m.message_id.clone())
             .collect::<BTreeSet<_>>()
     };
@@ -456,10 +540,13 @@ fn check_converged(specs: &[OrderSpec], db: &Stored, model: &Model) -> Result<()
         .iter()
         .map(|(order, t, _)| OrderMessage::message_id(order, t.to))
         .collect();
-    prop_assert_eq!(
-        from_transitions,
-        db.outbox.keys().cloned().collect::<BTreeSet<_>>()
-    );
+    let status_messages: BTreeSet<String> = db
+        .outbox
+        .values()
+        .filter(|m| m.is_status())
+        .map(|m| m.message_id.clone())
+        .collect();
+    prop_assert_eq!(from_transitions, status_messages);
     let unfinished: Vec<&String> = db
         .processed
         .iter()

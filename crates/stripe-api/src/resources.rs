@@ -19,6 +19,7 @@ pub mod endpoint {
     pub const LIST_LINE_ITEMS: Endpoint = Endpoint("GET /v1/checkout/sessions/:id/line_items");
     pub const REPORT_PAYMENT: Endpoint = Endpoint("POST /v1/payment_records/report_payment");
     pub const RETRIEVE_PAYMENT_RECORD: Endpoint = Endpoint("GET /v1/payment_records/:id");
+    pub const LIST_PAYMENT_RECORDS: Endpoint = Endpoint("GET /v1/payment_records");
 }
 
 /// The largest page Stripe serves.
@@ -209,6 +210,16 @@ pub struct PaymentRecord {
     pub livemode: bool,
     #[serde(default)]
     pub created: Option<i64>,
+    /// What the reporter set, e.g. the id of what it recorded: the only way
+    /// to find a record again once its idempotency key is forgotten.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl Listed for PaymentRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// An expandable reference: `"prod_1"` or `{"id": "prod_1", …}`.
@@ -264,6 +275,21 @@ impl Client {
             .idempotency_key(idempotency_key)
             .account(account);
         self.send(&request).await
+    }
+
+    /// Payment Records created after `created_after` (Unix seconds), newest
+    /// first, page by page (`GET /v1/payment_records`, API version
+    /// 2026-07-29.dahlia on). Stripe filters by time only: a caller looking
+    /// for one of its records matches the metadata it set.
+    pub fn payment_records(
+        &self,
+        created_after: i64,
+        account: Option<&str>,
+    ) -> Pages<'_, PaymentRecord> {
+        let request = Request::new(endpoint::LIST_PAYMENT_RECORDS, &[])
+            .params(Params::new().with("created_after", created_after))
+            .account(account);
+        Pages::new(self, request, MAX_PAGE)
     }
 
     pub async fn retrieve_payment_record(

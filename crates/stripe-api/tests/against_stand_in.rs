@@ -340,3 +340,70 @@ async fn lists_are_followed_across_every_page() {
     assert!(events.windows(2).all(|w| w[0].created > w[1].created));
     assert!(events[0].raw.get().contains("\"evt_229\""));
 }
+
+#[tokio::test]
+async fn payment_records_are_listed_by_creation_time_and_found_by_metadata() {
+    let stripe = StandIn::start();
+    let (client, _) = client(&stripe);
+    let since = fulfillment_testkit::unix_now() - 1;
+    for n in 0..120 {
+        let params = report_params(100 + n).with(
+            "metadata",
+            Value::map([("fulfillment_report_id", format!("cpay_{n}"))]),
+        );
+        client
+            .report_payment(params, &format!("key_{n}"), None)
+            .await
+            .unwrap();
+    }
+    let all = client.payment_records(since, None).collect().await.unwrap();
+    assert_eq!(all.len(), 120);
+    assert_eq!(
+        all[0].metadata["fulfillment_report_id"], "cpay_119",
+        "newest first"
+    );
+    let found = all
+        .iter()
+        .find(|r| r.metadata.get("fulfillment_report_id").map(String::as_str) == Some("cpay_7"))
+        .expect("found by its metadata");
+    assert_eq!(
+        client
+            .retrieve_payment_record(&found.id, None)
+            .await
+            .unwrap()
+            .id,
+        found.id
+    );
+    let later = client
+        .payment_records(fulfillment_testkit::unix_now() + 10, None)
+        .collect()
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "created_after filters");
+    let pages = stripe.requests_to(endpoint::LIST_PAYMENT_RECORDS.label());
+    assert_eq!(
+        pages[0].param("created_after"),
+        Some(since.to_string().as_str())
+    );
+    assert!(pages.len() >= 2, "two pages of 100");
+}
+
+#[tokio::test]
+async fn a_forgotten_key_runs_again_as_a_new_request() {
+    let stripe = StandIn::start();
+    let (client, _) = client(&stripe);
+    let first = client
+        .report_payment(report_params(5), "cpay_old/report", None)
+        .await
+        .unwrap();
+    stripe.forget_idempotency_keys();
+    let second = client
+        .report_payment(report_params(5), "cpay_old/report", None)
+        .await
+        .unwrap();
+    assert_ne!(
+        first.id, second.id,
+        "Stripe's 24 hours passed: a second record"
+    );
+    assert_eq!(stripe.payment_records().len(), 2);
+}

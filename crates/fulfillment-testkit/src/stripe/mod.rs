@@ -9,8 +9,10 @@
 //! recorded, newest-first lists with `limit`, `starting_after`,
 //! `ending_before`, `has_more` and `url`; `GET /v1/events` with its filters
 //! and `GET /v1/events/:id`; Checkout Session line items; Payment Records
-//! (`report_payment` and retrieve); `Idempotency-Key` replay, mismatch and
-//! in-use; objects scoped to a `Stripe-Account`. Tests script failures
+//! (`report_payment`, retrieve, and the list with its creation-time
+//! window); `Idempotency-Key` replay, mismatch and in-use, and keys
+//! forgotten on demand ([`StandIn::forget_idempotency_keys`], Stripe's
+//! 24 hours); objects scoped to a `Stripe-Account`. Tests script failures
 //! ([`StandIn::fail_next`]), switch an outage on and off
 //! ([`StandIn::set_outage`]), and read every request back
 //! ([`StandIn::requests`]).
@@ -269,6 +271,12 @@ impl StandIn {
             .into_iter()
             .filter(|r| r.endpoint == Some(endpoint))
             .collect()
+    }
+
+    /// Forgets every saved idempotency key, as Stripe may once a key is 24
+    /// hours old: a request with a forgotten key runs again as a new one.
+    pub fn forget_idempotency_keys(&self) {
+        self.shared.state().keys = idempotency::Keys::default();
     }
 
     /// The payment records reported so far.

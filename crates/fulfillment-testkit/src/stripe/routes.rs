@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::idempotency::{Claim, Fingerprint, Saved};
 use super::list::{page, page_request};
-use super::objects::{EventQuery, check_known};
+use super::objects::{EventQuery, check_known, param};
 use super::records::payment_record;
 use super::reply::{ApiFailure, list};
 use super::{Fault, Logged, Outage, Shared};
@@ -60,6 +60,7 @@ enum Route {
     LineItems(String),
     ReportPayment,
     RetrievePaymentRecord(String),
+    ListPaymentRecords,
 }
 
 impl Route {
@@ -77,6 +78,7 @@ impl Route {
                 Route::LineItems(id.to_string())
             }
             ("POST", ["v1", "payment_records", "report_payment"]) => Route::ReportPayment,
+            ("GET", ["v1", "payment_records"]) => Route::ListPaymentRecords,
             ("GET", ["v1", "payment_records", id]) => Route::RetrievePaymentRecord(id.to_string()),
             _ => return None,
         })
@@ -89,6 +91,7 @@ impl Route {
             Route::LineItems(_) => "GET /v1/checkout/sessions/:id/line_items",
             Route::ReportPayment => "POST /v1/payment_records/report_payment",
             Route::RetrievePaymentRecord(_) => "GET /v1/payment_records/:id",
+            Route::ListPaymentRecords => "GET /v1/payment_records",
         }
     }
 }
@@ -325,6 +328,50 @@ fn run(shared: &Shared, route: &Route, req: &Logged) -> Result<Value, ApiFailure
                 .records
                 .push((account.map(str::to_owned), record.clone()));
             Ok(record)
+        }
+        Route::ListPaymentRecords => {
+            // Stripe's filters: a creation time window, and processor type.
+            check_known(
+                params,
+                &[
+                    "created_after",
+                    "created_before",
+                    "ending_before",
+                    "expand",
+                    "limit",
+                    "processor_details_type",
+                    "starting_after",
+                ],
+            )?;
+            let time = |key: &str| -> Result<Option<i64>, ApiFailure> {
+                param(params, key)
+                    .map(|v| {
+                        v.parse::<i64>().map_err(|_| {
+                            ApiFailure::invalid(key, &format!("Invalid timestamp: {v}"))
+                        })
+                    })
+                    .transpose()
+            };
+            let (after, before) = (time("created_after")?, time("created_before")?);
+            let processor = param(params, "processor_details_type");
+            let request = page_request(params)?;
+            // Newest first, as every list.
+            let newest_first: Vec<&(Option<String>, Value)> = state.records.iter().rev().collect();
+            let (data, more) = page(
+                &newest_first,
+                |(a, r)| {
+                    let created = r["created"].as_i64().unwrap_or(0);
+                    a.as_deref() == account
+                        && after.is_none_or(|t| created > t)
+                        && before.is_none_or(|t| created < t)
+                        && processor.is_none_or(|p| r["processor_details"]["type"] == p)
+                },
+                |(_, r)| r["id"].as_str().unwrap_or(""),
+                &request,
+                "payment_record",
+            )?;
+            let data = data.into_iter().map(|(_, r)| r.clone()).collect();
+            Ok(list(data, more, "/v1/payment_records"))
         }
         Route::RetrievePaymentRecord(id) => {
             check_known(params, &["expand"])?;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::broker::BrokerUrls;
 use crate::config::{self, Quiet, Secret};
 
 #[derive(Debug, Parser)]
@@ -87,7 +88,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct AmqpArgs {
-    /// RabbitMQ URL; its vhost is honoured (`%2f` is the default vhost).
+    /// RabbitMQ URL; its vhost is honoured (`%2f` is the default vhost). Several
+    /// comma-separated URLs name the nodes of one cluster: a process connects to
+    /// the first that answers and moves to the next when its node goes down.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -95,7 +98,7 @@ pub struct AmqpArgs {
         hide_env_values = true,
         value_parser = Quiet(config::amqp_url)
     )]
-    pub amqp_url: Secret,
+    pub amqp_url: BrokerUrls,
 
     /// How long the receiver waits for the broker's publisher confirm before answering 503.
     #[arg(long, env = "PUBLISH_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
@@ -204,7 +207,10 @@ mod tests {
         assert!(args.stripe.stripe_api_rate > 0.0);
         assert!(args.reconcile.lookback.reconcile_lookback > Duration::ZERO);
         let shown = format!("{:?}", args.amqp);
-        assert!(!shown.contains(args.amqp.amqp_url.expose()), "{shown}");
+        assert!(
+            !shown.contains(args.amqp.amqp_url.get(0).expose()),
+            "{shown}"
+        );
     }
 
     #[test]

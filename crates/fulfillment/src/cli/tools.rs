@@ -32,7 +32,7 @@ pub struct OrdersCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum OrdersAction {
-    /// Status and details, every event with its outcome, transitions, outbox messages, parked events.
+    /// Status and details, every event with its outcome, transitions, outbox messages, parked events, payments and their Payment Records, anomalies.
     Show {
         order_id: String,
         /// One JSON object instead of text.
@@ -48,6 +48,8 @@ pub enum OrdersAction {
         #[arg(required_unless_present = "all")]
         order_ids: Vec<String>,
     },
+    /// Sends the order's Payment Records that Stripe refused again (after the cause is fixed), with a new idempotency key.
+    RetryRecord { order_id: String },
 }
 
 #[derive(Debug, Args)]
@@ -108,7 +110,8 @@ pub enum DlqAction {
 
 #[derive(Debug, Args)]
 pub struct SendEventCmd {
-    /// Event type, e.g. checkout.session.completed, payment_intent.succeeded, customer.created.
+    /// Event type, e.g. checkout.session.completed, payment_intent.succeeded,
+    /// payment_intent.payment_failed, charge.refunded, charge.dispute.created, customer.created.
     #[arg(value_name = "TYPE")]
     pub event_type: String,
 
@@ -128,9 +131,25 @@ pub struct SendEventCmd {
     #[arg(long, default_value = "paid", value_parser = ["paid", "unpaid", "no_payment_required"])]
     pub payment_status: String,
 
-    /// For payment_intent.succeeded: leave metadata.order_id out (the order is then found through its session).
+    /// For payment_intent.*: leave metadata.order_id out (the order is then found through its session).
     #[arg(long)]
     pub no_order_metadata: bool,
+
+    /// For payment_intent.payment_failed: last_payment_error.decline_code (e.g. insufficient_funds, lost_card).
+    #[arg(long, default_value = "generic_decline", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub decline_code: String,
+
+    /// For charge.refunded: the charge's amount_refunded so far, in cents of the 4200 sample charge (4200 = full).
+    #[arg(long, default_value_t = fulfillment_core::sample::AMOUNT, value_parser = clap::value_parser!(i64).range(0..))]
+    pub amount_refunded: i64,
+
+    /// For charge.dispute.closed: how Stripe closed it.
+    #[arg(long, default_value = "lost", value_parser = ["won", "lost", "warning_closed", "prevented", "charge_refunded"])]
+    pub dispute_status: String,
+
+    /// For charge.dispute.*: the dispute id; default du_<PaymentIntent id without pi_>.
+    #[arg(long)]
+    pub dispute_id: Option<String>,
 
     /// Webhook endpoint to POST to.
     #[arg(

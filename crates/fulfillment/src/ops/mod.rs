@@ -25,7 +25,8 @@ mod payments;
 pub use events::{EventStory, event_story, print_event};
 pub use line_items::{LineItemJob, LineItemLine, LineItemStory};
 pub use orders::{
-    EventLine, MessageLine, OrderRow, OrderStory, TransitionLine, order_story, print_order,
+    DisputeLine, EventLine, MessageLine, OrderRow, OrderStory, TransitionLine, order_story,
+    print_order,
 };
 pub use payments::{AnomalyLine, CustomPaymentLine, PaymentLine, PaymentStory};
 

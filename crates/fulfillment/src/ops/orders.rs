@@ -1,7 +1,8 @@
-//! `orders show`: an order's row, every event recorded for it with its
-//! outcome, its transitions, its outbox messages, its parked events, and
-//! its payments (`payments.rs`: method, custom reports, anomalies) and its
-//! line items (`line_items.rs`).
+//! `orders show`: an order's row (with its failed attempts and refund),
+//! its disputes, every event recorded for it with its outcome, its
+//! transitions, its outbox messages, its parked events, its payments
+//! (`payments.rs`: method, custom reports, anomalies) and its line items
+//! (`line_items.rs`).
 
 use std::io::Write;
 
@@ -16,6 +17,7 @@ use super::{ParkedLine, opt, parked_line, read_only};
 pub struct OrderStory {
     #[serde(flatten)]
     pub order: OrderRow,
+    pub disputes: Vec<DisputeLine>,
     pub events: Vec<EventLine>,
     pub transitions: Vec<TransitionLine>,
     pub messages: Vec<MessageLine>,
@@ -38,6 +40,30 @@ pub struct OrderRow {
     pub livemode: bool,
     /// The Connect account of the order's Stripe events, if any.
     pub account: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub failed_attempts: i32,
+    /// The latest failed attempt's event and what Stripe said.
+    pub last_failure_event_id: Option<String>,
+    pub last_failure_code: Option<String>,
+    pub last_decline_code: Option<String>,
+    pub last_failure_message: Option<String>,
+    pub amount_refunded: Option<i64>,
+    /// `partial` or `full`.
+    pub refund_status: Option<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct DisputeLine {
+    pub dispute_id: String,
+    /// `open`, `won` or `lost`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub charge_id: Option<String>,
+    /// Stripe's deadline for evidence.
+    pub evidence_due_by: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -83,7 +109,9 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
         ts!("created_at"),
         " AS created_at, ",
         ts!("updated_at"),
-        " AS updated_at FROM orders WHERE order_id = $1"
+        " AS updated_at, failed_attempts, last_failure_event_id, last_failure_code, \
+         last_decline_code, last_failure_message, amount_refunded, refund_status \
+         FROM orders WHERE order_id = $1"
     ))
     .bind(order_id)
     .fetch_optional(&mut *tx)
@@ -91,6 +119,18 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     let Some(order) = row else {
         return Ok(None);
     };
+    let disputes = sqlx::query_as(concat!(
+        "SELECT dispute_id, status, reason, amount, currency, charge_id, ",
+        ts!("evidence_due_by"),
+        " AS evidence_due_by, ",
+        ts!("created_at"),
+        " AS created_at, ",
+        ts!("updated_at"),
+        " AS updated_at FROM order_disputes WHERE order_id = $1 ORDER BY created_at, dispute_id"
+    ))
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
     let events = sqlx::query_as(concat!(
         "SELECT event_id, event_type, outcome, ",
         ts!("received_at"),
@@ -141,6 +181,7 @@ pub async fn order_story(database_url: &str, order_id: &str) -> anyhow::Result<O
     tx.rollback().await.ok();
     Ok(Some(OrderStory {
         order,
+        disputes,
         events,
         transitions,
         messages,
@@ -159,6 +200,7 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
         _ => "-".into(),
     };
     writeln!(out, "  amount:            {amount}")?;
+    print_lifecycle(o, out)?;
     writeln!(out, "  customer email:    {}", opt(&o.order.customer_email))?;
     writeln!(
         out,
@@ -177,6 +219,12 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
     }
     writeln!(out, "  created:           {}", o.order.created_at)?;
     writeln!(out, "  updated:           {}", o.order.updated_at)?;
+    if !o.disputes.is_empty() {
+        writeln!(out, "\ndisputes ({}):", o.disputes.len())?;
+        for d in &o.disputes {
+            writeln!(out, "  {}", dispute_line(d, o.order.currency.as_deref()))?;
+        }
+    }
     writeln!(out, "\nevents ({}):", o.events.len())?;
     for e in &o.events {
         // When it arrived; when it took effect, if that was later (a parked
@@ -231,4 +279,51 @@ pub fn print_order(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> 
     }
     print_payments(&o.payments, out)?;
     print_line_items(&o.line_items, out)
+}
+
+/// Refund and failed attempts, under the amount.
+fn print_lifecycle(o: &OrderStory, out: &mut impl Write) -> std::io::Result<()> {
+    let r = &o.order;
+    if let (Some(amount), Some(status)) = (r.amount_refunded, &r.refund_status) {
+        let currency = r.currency.as_deref().unwrap_or("");
+        writeln!(out, "  refunded:          {amount} {currency} ({status})")?;
+    }
+    if r.failed_attempts > 0 {
+        let code = [&r.last_failure_code, &r.last_decline_code]
+            .iter()
+            .map(|c| opt(c))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        writeln!(
+            out,
+            "  failed attempts:   {} (last: {code}, {:?}, by {})",
+            r.failed_attempts,
+            opt(&r.last_failure_message),
+            opt(&r.last_failure_event_id)
+        )?;
+    }
+    Ok(())
+}
+
+fn dispute_line(d: &DisputeLine, order_currency: Option<&str>) -> String {
+    let amount = match (d.amount, d.currency.as_deref().or(order_currency)) {
+        (Some(a), Some(c)) => format!("{a} {c}"),
+        (Some(a), None) => a.to_string(),
+        _ => "-".into(),
+    };
+    let state = match d.status.as_str() {
+        // The one a person has to act on: say so, with the deadline.
+        "open" => format!(
+            "OPEN, evidence due by {} (answer in the Stripe Dashboard)",
+            opt(&d.evidence_due_by)
+        ),
+        closed => format!("{closed} (closed {})", d.updated_at),
+    };
+    format!(
+        "{}  {state}  reason {}  {amount}  charge {}  opened {}",
+        d.dispute_id,
+        opt(&d.reason),
+        opt(&d.charge_id),
+        d.created_at
+    )
 }

@@ -40,6 +40,15 @@ pub struct CustomPaymentLine {
     pub customer_email: Option<String>,
     pub stripe_customer: Option<String>,
     pub received_at: String,
+    /// Its Payment Record at Stripe: `pending`, `recorded` or `refused`
+    /// (None for a report taken in before migration 0008 ran).
+    pub record_state: Option<String>,
+    /// The `pr_…` once recorded.
+    pub record_id: Option<String>,
+    pub record_attempts: Option<i32>,
+    pub record_error: Option<String>,
+    pub record_next_attempt_at: Option<String>,
+    pub recorded_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -65,14 +74,21 @@ pub(super) async fn payment_story(
     .fetch_all(&mut *tx)
     .await?;
     let custom_payments: Vec<CustomPaymentLine> = sqlx::query_as(concat!(
-        "SELECT report_id, outcome, amount, currency, custom_payment_method_type, \
-         payment_reference, ",
-        ts!("initiated_at"),
+        "SELECT c.report_id, c.outcome, c.amount, c.currency, c.custom_payment_method_type, \
+         c.payment_reference, ",
+        ts!("c.initiated_at"),
         " AS initiated_at, ",
-        ts!("completed_at"),
-        " AS completed_at, customer_email, stripe_customer, ",
-        ts!("received_at"),
-        " AS received_at FROM custom_payments WHERE order_id = $1 ORDER BY received_at, report_id"
+        ts!("c.completed_at"),
+        " AS completed_at, c.customer_email, c.stripe_customer, ",
+        ts!("c.received_at"),
+        " AS received_at, j.state AS record_state, j.record_id, j.attempts AS record_attempts, \
+         j.last_error AS record_error, ",
+        ts!("j.next_attempt_at"),
+        " AS record_next_attempt_at, ",
+        ts!("j.recorded_at"),
+        " AS recorded_at FROM custom_payments c \
+         LEFT JOIN payment_record_jobs j USING (report_id) \
+         WHERE c.order_id = $1 ORDER BY c.received_at, c.report_id"
     ))
     .bind(order_id)
     .fetch_all(&mut *tx)
@@ -145,6 +161,7 @@ pub(super) fn print_payments(p: &PaymentStory, out: &mut impl Write) -> std::io:
                 c.completed_at,
                 opt(&c.customer_email),
             )?;
+            writeln!(out, "      Payment Record: {}", record_line(c))?;
         }
     }
     if p.payments.len() > 1 || !p.anomalies.is_empty() {
@@ -172,4 +189,25 @@ pub(super) fn print_payments(p: &PaymentStory, out: &mut impl Write) -> std::io:
         }
     }
     Ok(())
+}
+
+/// What became of a report's Payment Record at Stripe, for a person.
+fn record_line(c: &CustomPaymentLine) -> String {
+    let attempts = c.record_attempts.unwrap_or(0);
+    match c.record_state.as_deref() {
+        Some("recorded") => format!("{} (recorded {})", opt(&c.record_id), opt(&c.recorded_at)),
+        Some("refused") => format!(
+            "REFUSED by Stripe after {attempts} attempt(s): {}; fix the cause, then `fulfillment orders retry-record ORDER_ID`",
+            opt(&c.record_error)
+        ),
+        Some(_) if attempts == 0 => {
+            "pending (not sent yet; needs a worker with STRIPE_API_KEY)".to_owned()
+        }
+        Some(_) => format!(
+            "pending, {attempts} failed attempt(s), next {}: {}",
+            opt(&c.record_next_attempt_at),
+            opt(&c.record_error)
+        ),
+        None => "-".to_owned(),
+    }
 }

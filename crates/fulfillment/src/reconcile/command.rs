@@ -69,7 +69,7 @@ fn window(args: &ReconcileCmd, now: i64) -> anyhow::Result<Window> {
 
 async fn broker(args: &ReconcileCmd) -> anyhow::Result<BrokerLink> {
     let link = BrokerLink::start(
-        args.amqp.amqp_url.expose().to_owned(),
+        args.amqp.amqp_url.clone(),
         "reconcile",
         startup::publisher_setup(&[]),
     );

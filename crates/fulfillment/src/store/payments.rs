@@ -1,12 +1,13 @@
 //! The payment side of a batch: the distinct payments of the orders it
 //! touches (loaded under their locks), and what the ledger decided about
 //! them (`order_payments`, `order_anomalies`) and about custom-payment
-//! reports (`custom_payments`), one statement per table, in the batch's
+//! reports (`custom_payments`, and the job that records each to Stripe:
+//! `payment_record_jobs`), one statement per table, in the batch's
 //! transaction. No rule lives here either: `fulfillment_core::Ledger` decides.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fulfillment_core::{Anomaly, CustomPaymentReport, Effects, NewPayment, PaymentSource};
+use fulfillment_core::{Anomaly, CustomPaymentReport, Effects, NewPayment, PaymentSource, record};
 use sqlx::PgConnection;
 
 /// Order id → its recorded payments, for the orders the batch reads.
@@ -139,5 +140,23 @@ async fn store_reports(
     .bind(&customers)
     .execute(&mut *tx)
     .await?;
+    // Each report is recorded to Stripe once: its job, with the key every
+    // call will carry, commits with the report (and wakes the reporter).
+    let keys: Vec<String> = reports
+        .iter()
+        .map(|r| record::idempotency_key(&r.id, 0))
+        .collect();
+    sqlx::query(
+        "INSERT INTO payment_record_jobs (report_id, order_id, idempotency_key) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&orders)
+    .bind(&keys)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify('payment_record_jobs', '')")
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use fulfillment_core::OrderEvent;
+use fulfillment_core::{DisputeStatus, Note, OrderEvent};
 
 use super::{Handled, Worker};
 use crate::failure;
@@ -140,6 +140,80 @@ impl Worker {
                 "order anomaly: a second distinct payment reached a paid order; the customer may need a refund (fulfillment orders show)"
             );
         }
+        for (order_id, note) in &report.notes {
+            record_note(event, order_id, note);
+        }
         debug!(event_id = %event.id, event_type = %event.event_type, outcome = outcome.label(), "event processed");
+    }
+}
+
+/// A metric and a log line for each lifecycle fact recorded. A new dispute is
+/// a warning: a person has to answer it before Stripe's deadline.
+fn record_note(event: &OrderEvent, order_id: &str, note: &Note) {
+    match note {
+        Note::AttemptFailed {
+            payment_intent_id,
+            error,
+        } => {
+            metrics::counter!(m::PAYMENT_ATTEMPTS_FAILED_TOTAL).increment(1);
+            info!(
+                event_id = %event.id,
+                order_id,
+                payment_intent_id,
+                failure_code = error.failure_code.as_deref().unwrap_or("-"),
+                decline_code = error.decline_code.as_deref().unwrap_or("-"),
+                "payment attempt failed"
+            );
+        }
+        Note::Refunded(refund) => {
+            metrics::counter!(m::REFUNDS_TOTAL, "refund_status" => refund.status.as_str())
+                .increment(1);
+            info!(
+                event_id = %event.id,
+                order_id,
+                amount_refunded = refund.amount_refunded,
+                refund_status = refund.status.as_str(),
+                "refund recorded"
+            );
+        }
+        Note::Dispute {
+            dispute_id,
+            dispute,
+        } => {
+            metrics::counter!(m::DISPUTES_TOTAL, "dispute_status" => dispute.status.as_str())
+                .increment(1);
+            let due = dispute
+                .evidence_due_by
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| "unknown".to_owned());
+            let reason = dispute.reason.as_deref().unwrap_or("-");
+            match dispute.status {
+                DisputeStatus::Open => warn!(
+                    event_id = %event.id,
+                    order_id,
+                    dispute_id,
+                    reason,
+                    evidence_due_by = %due,
+                    "dispute opened: a person must answer it in the Stripe Dashboard before the evidence deadline"
+                ),
+                DisputeStatus::Won => info!(
+                    event_id = %event.id,
+                    order_id,
+                    dispute_id,
+                    "dispute closed: won"
+                ),
+                DisputeStatus::Lost => warn!(
+                    event_id = %event.id,
+                    order_id,
+                    dispute_id,
+                    reason,
+                    "dispute closed: lost, the money stays with the cardholder"
+                ),
+            }
+        }
     }
 }

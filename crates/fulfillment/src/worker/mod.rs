@@ -78,6 +78,7 @@ enum Handled {
 
 impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        m::zero_lifecycle_counters();
         self.link
             .consume_while_up("worker", &shutdown, |channel| {
                 let (worker, shutdown) = (&self, &shutdown);
@@ -172,6 +173,14 @@ impl Worker {
                 Ok(Parsed::Handled(event)) => events.push((i, event)),
                 Ok(Parsed::Unhandled { event_type, .. }) => {
                     handled[i] = Some(Handled::Ignored { event_type })
+                }
+                Ok(Parsed::Ignored {
+                    id,
+                    event_type,
+                    reason,
+                }) => {
+                    info!(event_id = %id, event_type, reason, "event belongs to no order; acknowledged");
+                    handled[i] = Some(Handled::Ignored { event_type });
                 }
                 Err(e) => {
                     handled[i] = Some(Handled::Failed {
