@@ -25,7 +25,7 @@ use fulfillment_core::{Model, OrderMessage, Parsed, custom, parse_custom_payment
 use fulfillment_tests::amqp::queue_counts;
 use fulfillment_tests::db::{connect, count};
 use fulfillment_tests::events::{custom_payment, lifecycle, payment_intent_succeeded, session};
-use fulfillment_tests::stripe::StandIn;
+use fulfillment_tests::stripe::{StandIn, line_item};
 use fulfillment_tests::{CUSTOM_TEST_SECRET, Service, TEST_SECRET, TestEnv, migrate};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -280,6 +280,16 @@ async fn nothing_lost_nothing_doubled_under_faults() {
 
     let with_secret = [("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned())];
     let stripe = StandIn::start();
+    // With a key, a paid Checkout order's order.paid waits for its line
+    // items: the stand-in knows every session, as Stripe would.
+    for post in &unique {
+        let event = post.event();
+        if let Some(session) = event.kind.session() {
+            let id = &session.session_id;
+            let item = line_item(id, 0, 1, 500, "eur");
+            stripe.set_line_items(id, event.account.as_deref(), vec![item]);
+        }
+    }
     let with_stripe = stripe.settings();
     let mut receiver_a = Service::start(&env, "receiver", &with_secret).await;
     let mut receiver_b = Service::start(&env, "receiver", &with_secret).await;
