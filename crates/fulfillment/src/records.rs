@@ -20,7 +20,6 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
@@ -34,6 +33,7 @@ use stripe_api::{Params, Value};
 use crate::clock::unix_now;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
+use crate::wakeup::Wakeup;
 
 /// Jobs one process works on at once (each holds a connection while it
 /// waits for Stripe).
@@ -63,13 +63,13 @@ impl Reporter {
     }
 
     async fn lane(self, shutdown: Shutdown) {
-        let mut listener: Option<PgListener> = None;
+        let mut wakeup = Wakeup::new(CHANNEL);
         while !shutdown.is_triggered() {
             match self.work_one().await {
                 Ok(true) => continue,
                 Ok(false) => {
                     self.count_refused().await;
-                    self.idle(&mut listener, &shutdown).await;
+                    wakeup.wait(&self.pool, IDLE_POLL, &shutdown).await;
                 }
                 Err(e) => {
                     warn!(error = %e, "Payment Records reporter: a job could not be handled; trying again");
@@ -79,27 +79,6 @@ impl Reporter {
                     }
                 }
             }
-        }
-    }
-
-    async fn idle(&self, listener: &mut Option<PgListener>, shutdown: &Shutdown) {
-        if listener.is_none() {
-            *listener = listen(&self.pool).await;
-        }
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => {
-                    if l.try_recv().await.is_err() {
-                        *listener = None;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(IDLE_POLL) => {}
-            _ = shutdown.wait() => {}
         }
     }
 
@@ -208,12 +187,6 @@ fn params(report: &CustomPaymentReport) -> Params {
         .fold(Params::new(), |params, (key, value)| {
             params.with(key, Value::from(value))
         })
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen(CHANNEL).await.ok()?;
-    Some(listener)
 }
 
 /// The first due pending job, locked for this transaction (others skip it).
