@@ -97,8 +97,12 @@ impl Relay {
                 }
             }
         }
+        // clock_timestamp(), not now(): now() is when this transaction
+        // began, before the publish; the row should say when the broker
+        // confirmed.
         sqlx::query(
-            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+            "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1 \
+             WHERE id = ANY($1)",
         )
         .bind(&sent)
         .execute(&mut *tx)

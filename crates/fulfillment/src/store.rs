@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 mod lifecycle;
 mod line_items;
 mod payments;
+mod writes;
 
 pub use line_items::{CHANNEL as LINE_ITEMS_CHANNEL, LineItems};
 
@@ -36,6 +37,7 @@ use fulfillment_core::{
 };
 pub use fulfillment_core::{Outcome, Report};
 use sqlx::{PgConnection, PgPool, Row};
+use writes::Writes;
 use time::OffsetDateTime;
 
 pub type EventResult = Result<(Outcome, Report), sqlx::Error>;
@@ -79,28 +81,31 @@ pub async fn process(
     Ok(results.pop().expect("one result per event"))
 }
 
-/// The ledger's effects, one statement per table; `parked` is what is still
-/// parked among the events the batch loaded or parked.
+/// The ledger's effects: one set-based write per table, all of them in one
+/// statement (`writes.rs`); `parked` is what is still parked among the
+/// events the batch loaded or parked.
 async fn write(
     tx: &mut PgConnection,
     effects: &Effects,
     parked: &[ParkedEvent],
     line_items: LineItems,
 ) -> Result<(), sqlx::Error> {
-    store_orders(tx, &effects.orders).await?;
-    lifecycle::store(tx, &effects.orders).await?;
-    store_transitions(tx, effects).await?;
-    store_messages(tx, &effects.messages, line_items).await?;
-    store_links(tx, &effects.new_links).await?;
-    store_parked(tx, parked).await?;
-    payments::write(tx, effects).await?;
-    store_outcomes(tx, &effects.processed).await
+    let mut w = Writes::default();
+    write_orders(&mut w, &effects.orders);
+    lifecycle::write_disputes(&mut w, &effects.orders);
+    write_transitions(&mut w, effects);
+    write_messages(&mut w, &effects.messages, line_items);
+    write_links(&mut w, &effects.new_links);
+    write_parked(&mut w, parked);
+    payments::write(&mut w, effects);
+    write_outcomes(&mut w, &effects.processed);
+    w.execute(tx).await
 }
 
-async fn store_transitions(tx: &mut PgConnection, effects: &Effects) -> Result<(), sqlx::Error> {
+fn write_transitions(w: &mut Writes, effects: &Effects) {
     let recorded = &effects.transitions;
     if recorded.is_empty() {
-        return Ok(());
+        return;
     }
     let order_ids: Vec<&str> = recorded.iter().map(|r| r.order_id.as_str()).collect();
     let from: Vec<Option<&str>> = recorded
@@ -109,111 +114,87 @@ async fn store_transitions(tx: &mut PgConnection, effects: &Effects) -> Result<(
         .collect();
     let to: Vec<&str> = recorded.iter().map(|r| r.transition.to.as_str()).collect();
     let event_ids: Vec<&str> = recorded.iter().map(|r| r.event_id.as_str()).collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO order_transitions (order_id, from_status, to_status, event_id) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
     )
-    .bind(&order_ids)
-    .bind(&from)
-    .bind(&to)
-    .bind(&event_ids)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(order_ids)
+    .bind(from)
+    .bind(to)
+    .bind(event_ids);
 }
 
-async fn store_messages(
-    tx: &mut PgConnection,
-    messages: &[OrderMessage],
-    line_items: LineItems,
-) -> Result<(), sqlx::Error> {
+fn write_messages(w: &mut Writes, messages: &[OrderMessage], line_items: LineItems) {
     if messages.is_empty() {
-        return Ok(());
+        return;
     }
     let ids: Vec<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key()).collect();
     let bodies: Vec<Vec<u8>> = messages.iter().map(OrderMessage::to_json).collect();
     let orders: Vec<&str> = messages.iter().map(|m| m.order_id.as_str()).collect();
     let waiting: Vec<bool> = messages.iter().map(|m| line_items.waits(m)).collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO outbox (message_id, routing_key, body, order_id, awaiting_line_items) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bool[]) \
          ON CONFLICT (message_id) DO NOTHING",
     )
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&bodies)
-    .bind(&orders)
-    .bind(&waiting)
-    .execute(&mut *tx)
-    .await?;
-    line_items::create_jobs(tx, messages, line_items).await?;
+    .bind(ids)
+    .bind(keys)
+    .bind(bodies)
+    .bind(orders)
+    .bind(waiting);
+    line_items::write_jobs(w, messages, line_items);
     // Wakes the outbox relay once this transaction commits.
-    sqlx::query("SELECT pg_notify('outbox', '')")
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    w.notify("outbox");
 }
 
-async fn store_links(tx: &mut PgConnection, links: &[(String, String)]) -> Result<(), sqlx::Error> {
+fn write_links(w: &mut Writes, links: &[(String, String)]) {
     if links.is_empty() {
-        return Ok(());
+        return;
     }
     let (pis, orders): (Vec<&str>, Vec<&str>) =
         links.iter().map(|(p, o)| (p.as_str(), o.as_str())).unzip();
-    sqlx::query(
+    w.part(
         "INSERT INTO payment_intent_links (payment_intent_id, order_id) \
          SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (payment_intent_id) DO NOTHING",
     )
-    .bind(&pis)
-    .bind(&orders)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(pis)
+    .bind(orders);
 }
 
-async fn store_parked(tx: &mut PgConnection, parked: &[ParkedEvent]) -> Result<(), sqlx::Error> {
+fn write_parked(w: &mut Writes, parked: &[ParkedEvent]) {
     if parked.is_empty() {
-        return Ok(());
+        return;
     }
     let ids: Vec<&str> = parked.iter().map(|p| p.event.id.as_str()).collect();
     let pis: Vec<&str> = parked.iter().map(ParkedEvent::payment_intent_id).collect();
     let types: Vec<&str> = parked.iter().map(|p| p.event.event_type.as_str()).collect();
     let bodies: Vec<&[u8]> = parked.iter().map(|p| p.body.as_slice()).collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO parked_events (event_id, payment_intent_id, event_type, body) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(&ids)
-    .bind(&pis)
-    .bind(&types)
-    .bind(&bodies)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(ids)
+    .bind(pis)
+    .bind(types)
+    .bind(bodies);
 }
 
-async fn store_outcomes(
-    tx: &mut PgConnection,
-    processed: &BTreeMap<String, (Outcome, Option<String>)>,
-) -> Result<(), sqlx::Error> {
+fn write_outcomes(w: &mut Writes, processed: &BTreeMap<String, (Outcome, Option<String>)>) {
     if processed.is_empty() {
-        return Ok(());
+        return;
     }
     let ids: Vec<&str> = processed.keys().map(String::as_str).collect();
     let labels: Vec<&str> = processed.values().map(|(o, _)| o.label()).collect();
     let orders: Vec<Option<&str>> = processed.values().map(|(_, o)| o.as_deref()).collect();
-    sqlx::query(
+    w.part(
         "UPDATE processed_events AS p SET outcome = u.outcome, order_id = u.order_id, processed_at = now() \
          FROM unnest($1::text[], $2::text[], $3::text[]) AS u(event_id, outcome, order_id) \
          WHERE p.event_id = u.event_id",
     )
-    .bind(&ids)
-    .bind(&labels)
-    .bind(&orders)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(ids)
+    .bind(labels)
+    .bind(orders);
 }
 
 /// Inserts the dedup records in id order; returns the ids claimed now. A
@@ -341,9 +322,13 @@ async fn load_orders(
     Ok(orders)
 }
 
-async fn store_orders(tx: &mut PgConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
+/// Every order the batch touched, whole: its status and details, and its
+/// lifecycle columns (`lifecycle::bind_columns`, `$10` to `$18`), in one
+/// upsert. One part per table: the lifecycle may not be a second write of
+/// the same rows in the same statement (`writes.rs`).
+fn write_orders(w: &mut Writes, orders: &[Order]) {
     if orders.is_empty() {
-        return Ok(());
+        return;
     }
     let ids: Vec<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
     let statuses: Vec<&str> = orders.iter().map(|o| o.status.as_str()).collect();
@@ -360,26 +345,35 @@ async fn store_orders(tx: &mut PgConnection, orders: &[Order]) -> Result<(), sql
     let emails: Vec<Option<&str>> = orders.iter().map(|o| o.customer_email.as_deref()).collect();
     let livemodes: Vec<bool> = orders.iter().map(|o| o.livemode).collect();
     let accounts: Vec<Option<&str>> = orders.iter().map(|o| o.account.as_deref()).collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO orders (order_id, status, checkout_session_id, payment_intent_id, amount_total, currency, \
-         customer_email, livemode, account) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::bool[], $9::text[]) \
+         customer_email, livemode, account, failed_attempts, last_failure_event_id, last_failure_created, \
+         last_failure_payment_intent_id, last_failure_code, last_decline_code, last_failure_message, \
+         amount_refunded, refund_status) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
+         $8::bool[], $9::text[], $10::int4[], $11::text[], $12::int8[], $13::text[], $14::text[], $15::text[], \
+         $16::text[], $17::int8[], $18::text[]) \
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
          checkout_session_id = EXCLUDED.checkout_session_id, payment_intent_id = EXCLUDED.payment_intent_id, \
          amount_total = EXCLUDED.amount_total, currency = EXCLUDED.currency, \
          customer_email = EXCLUDED.customer_email, livemode = EXCLUDED.livemode, \
-         account = EXCLUDED.account, updated_at = now()",
+         account = EXCLUDED.account, failed_attempts = EXCLUDED.failed_attempts, \
+         last_failure_event_id = EXCLUDED.last_failure_event_id, \
+         last_failure_created = EXCLUDED.last_failure_created, \
+         last_failure_payment_intent_id = EXCLUDED.last_failure_payment_intent_id, \
+         last_failure_code = EXCLUDED.last_failure_code, last_decline_code = EXCLUDED.last_decline_code, \
+         last_failure_message = EXCLUDED.last_failure_message, \
+         amount_refunded = EXCLUDED.amount_refunded, refund_status = EXCLUDED.refund_status, \
+         updated_at = now()",
     )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&sessions)
-    .bind(&intents)
-    .bind(&amounts)
-    .bind(&currencies)
-    .bind(&emails)
-    .bind(&livemodes)
-    .bind(&accounts)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(ids)
+    .bind(statuses)
+    .bind(sessions)
+    .bind(intents)
+    .bind(amounts)
+    .bind(currencies)
+    .bind(emails)
+    .bind(livemodes)
+    .bind(accounts);
+    lifecycle::bind_columns(w, orders);
 }

@@ -35,6 +35,10 @@ impl Wakeup {
                 Some(l) => {
                     if l.try_recv().await.is_err() {
                         *listener = None;
+                    } else {
+                        // Every commit that made work sent one: the ones
+                        // already here ask for the same pass, not one each.
+                        while l.next_buffered().is_some() {}
                     }
                 }
                 None => std::future::pending().await,

@@ -66,8 +66,10 @@ pub struct WorkerCmd {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Batches of events handled at once by this process.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "32", value_parser = config::at_least_one::<NonZeroUsize>)]
+    /// Batches of events handled at once by this process. A batch forms when
+    /// one of these is free and takes every delivery waiting (up to
+    /// WORKER_BATCH_SIZE), so fewer, larger batches under load.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "8", value_parser = config::at_least_one::<NonZeroUsize>)]
     pub worker_concurrency: NonZeroUsize,
 
     /// Deliveries applied together in one database transaction, at most (1 = one transaction per event).

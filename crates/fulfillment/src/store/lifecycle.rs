@@ -2,8 +2,8 @@
 //! failed attempts and the refund in `orders` columns, disputes in
 //! `order_disputes`. Read in the same statement as the order rows (the
 //! disputes as a JSON array from a correlated subquery on their primary
-//! key), written only for orders that have any, so a batch of status events
-//! costs the statements it always did.
+//! key), written with them: the columns in the orders upsert, the disputes
+//! as one more part of the batch's statement.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,9 @@ use fulfillment_core::{
 use serde::Deserialize;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::Row;
+
+use super::Writes;
 
 /// The lifecycle columns of `orders`, and the order's disputes, for a
 /// `SELECT … FROM orders o` (the table must be aliased `o`).
@@ -94,23 +96,11 @@ where
     s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-/// Writes the lifecycle of `orders` (rows that exist: written by
-/// `store_orders` before). Orders with none are skipped: a lifecycle only
-/// grows, so theirs is the default in the table too.
-pub(super) async fn store(tx: &mut PgConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
-    let with: Vec<&Order> = orders
-        .iter()
-        .filter(|o| o.lifecycle != Lifecycle::default())
-        .collect();
-    if with.is_empty() {
-        return Ok(());
-    }
-    store_columns(tx, &with).await?;
-    store_disputes(tx, &with).await
-}
-
-async fn store_columns(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
+/// Binds the lifecycle columns of `orders` to the orders upsert
+/// (`store::write_orders`, its `$10` to `$18`, in this order): every order
+/// the batch touched, whole. A lifecycle only grows, so an order without
+/// one writes back the defaults it was read with.
+pub(super) fn bind_columns(w: &mut Writes, orders: &[Order]) {
     let attempts: Vec<i32> = orders
         .iter()
         .map(|o| i32::try_from(o.lifecycle.failed_attempts).unwrap_or(i32::MAX))
@@ -133,32 +123,20 @@ async fn store_columns(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), s
         .iter()
         .map(|o| o.lifecycle.refund.map(|r| r.status.as_str()))
         .collect();
-    sqlx::query(
-        "UPDATE orders AS o SET failed_attempts = u.attempts, last_failure_event_id = u.event_id, \
-         last_failure_created = u.created, last_failure_payment_intent_id = u.pi, \
-         last_failure_code = u.code, last_decline_code = u.decline, last_failure_message = u.message, \
-         amount_refunded = u.refunded, refund_status = u.refund_status \
-         FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::int8[], $10::text[]) \
-         AS u(order_id, attempts, event_id, created, pi, code, decline, message, refunded, refund_status) \
-         WHERE o.order_id = u.order_id",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(last(|l| Some(l.event_id.as_str())))
-    .bind(&created)
-    .bind(last(|l| Some(l.payment_intent_id.as_str())))
-    .bind(last(|l| l.error.failure_code.as_deref()))
-    .bind(last(|l| l.error.decline_code.as_deref()))
-    .bind(last(|l| l.error.failure_message.as_deref()))
-    .bind(&refunded)
-    .bind(&refund_status)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    w.bind(attempts)
+        .bind(last(|l| Some(l.event_id.as_str())))
+        .bind(created)
+        .bind(last(|l| Some(l.payment_intent_id.as_str())))
+        .bind(last(|l| l.error.failure_code.as_deref()))
+        .bind(last(|l| l.error.decline_code.as_deref()))
+        .bind(last(|l| l.error.failure_message.as_deref()))
+        .bind(refunded)
+        .bind(refund_status);
 }
 
-async fn store_disputes(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), sqlx::Error> {
+/// The disputes of `orders` (rows written by the same statement: the
+/// foreign key is checked at its end).
+pub(super) fn write_disputes(w: &mut Writes, orders: &[Order]) {
     let disputes: Vec<(&str, &str, &Dispute)> = orders
         .iter()
         .flat_map(|o| {
@@ -169,7 +147,7 @@ async fn store_disputes(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), 
         })
         .collect();
     if disputes.is_empty() {
-        return Ok(());
+        return;
     }
     let col = |f: fn(&Dispute) -> Option<&str>| -> Vec<Option<&str>> {
         disputes.iter().map(|(_, _, d)| f(d)).collect()
@@ -179,7 +157,7 @@ async fn store_disputes(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), 
     let statuses: Vec<&str> = disputes.iter().map(|(_, _, d)| d.status.as_str()).collect();
     let amounts: Vec<Option<i64>> = disputes.iter().map(|(_, _, d)| d.amount).collect();
     let due: Vec<Option<i64>> = disputes.iter().map(|(_, _, d)| d.evidence_due_by).collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO order_disputes (order_id, dispute_id, status, charge_id, reason, amount, \
          currency, evidence_due_by) \
          SELECT o, id, s, c, r, a, cur, to_timestamp(due) FROM unnest($1::text[], $2::text[], \
@@ -194,15 +172,12 @@ async fn store_disputes(tx: &mut PgConnection, orders: &[&Order]) -> Result<(), 
          IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.charge_id, EXCLUDED.reason, \
          EXCLUDED.amount, EXCLUDED.currency, EXCLUDED.evidence_due_by)",
     )
-    .bind(&orders)
-    .bind(&ids)
-    .bind(&statuses)
+    .bind(orders)
+    .bind(ids)
+    .bind(statuses)
     .bind(col(|d| d.charge_id.as_deref()))
     .bind(col(|d| d.reason.as_deref()))
-    .bind(&amounts)
+    .bind(amounts)
     .bind(col(|d| d.currency.as_deref()))
-    .bind(&due)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(due);
 }

@@ -4,7 +4,8 @@
 //! (`crate::line_items`) does, later, outside every transaction and lock.
 
 use fulfillment_core::OrderMessage;
-use sqlx::PgConnection;
+
+use super::Writes;
 
 /// The channel the enrichment job listens on for new jobs.
 pub const CHANNEL: &str = "line_items";
@@ -37,11 +38,7 @@ impl LineItems {
 /// Opens a job for every message of the batch that waits, and wakes the
 /// enrichment job once the transaction commits. An order is paid once, so a
 /// job that exists already (a redelivered batch) is left alone.
-pub(super) async fn create_jobs(
-    tx: &mut PgConnection,
-    messages: &[OrderMessage],
-    line_items: LineItems,
-) -> Result<(), sqlx::Error> {
+pub(super) fn write_jobs(w: &mut Writes, messages: &[OrderMessage], line_items: LineItems) {
     let (mut orders, mut message_ids, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
     for message in messages {
         if let Some(session) = line_items.session_of(message) {
@@ -51,20 +48,14 @@ pub(super) async fn create_jobs(
         }
     }
     if orders.is_empty() {
-        return Ok(());
+        return;
     }
-    sqlx::query(
+    w.part(
         "INSERT INTO line_item_jobs (order_id, message_id, checkout_session_id) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
     )
-    .bind(&orders)
-    .bind(&message_ids)
-    .bind(&sessions)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    .bind(orders)
+    .bind(message_ids)
+    .bind(sessions);
+    w.notify(CHANNEL);
 }

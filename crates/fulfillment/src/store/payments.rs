@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use fulfillment_core::{Anomaly, CustomPaymentReport, Effects, NewPayment, PaymentSource, record};
 use sqlx::PgConnection;
 
+use super::Writes;
+
 /// Order id → its recorded payments, for the orders the batch reads.
 pub(super) async fn load(
     tx: &mut PgConnection,
@@ -33,34 +35,32 @@ pub(super) async fn load(
     Ok(payments)
 }
 
-pub(super) async fn write(tx: &mut PgConnection, effects: &Effects) -> Result<(), sqlx::Error> {
-    store_payments(tx, &effects.new_payments).await?;
-    store_anomalies(tx, &effects.anomalies).await?;
-    store_reports(tx, &effects.custom_reports).await
+/// The payment side of the batch's statement (`super::writes`).
+pub(super) fn write(w: &mut Writes, effects: &Effects) {
+    write_payments(w, &effects.new_payments);
+    write_anomalies(w, &effects.anomalies);
+    write_reports(w, &effects.custom_reports);
 }
 
-async fn store_payments(tx: &mut PgConnection, payments: &[NewPayment]) -> Result<(), sqlx::Error> {
+fn write_payments(w: &mut Writes, payments: &[NewPayment]) {
     if payments.is_empty() {
-        return Ok(());
+        return;
     }
     let orders: Vec<&str> = payments.iter().map(|p| p.order_id.as_str()).collect();
     let sources: Vec<String> = payments.iter().map(|p| p.source.key()).collect();
     let events: Vec<&str> = payments.iter().map(|p| p.event_id.as_str()).collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO order_payments (order_id, source, event_id) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
     )
     .bind(&orders)
     .bind(&sources)
-    .bind(&events)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(&events);
 }
 
-async fn store_anomalies(tx: &mut PgConnection, anomalies: &[Anomaly]) -> Result<(), sqlx::Error> {
+fn write_anomalies(w: &mut Writes, anomalies: &[Anomaly]) {
     if anomalies.is_empty() {
-        return Ok(());
+        return;
     }
     let orders: Vec<&str> = anomalies.iter().map(|a| a.order_id.as_str()).collect();
     let kinds: Vec<&str> = anomalies.iter().map(|a| a.kind.label()).collect();
@@ -75,7 +75,7 @@ async fn store_anomalies(tx: &mut PgConnection, anomalies: &[Anomaly]) -> Result
             serde_json::to_string(&keys).expect("strings serialise")
         })
         .collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO order_anomalies (order_id, kind, event_id, payment, earlier_payments) \
          SELECT o, k, e, p, ARRAY(SELECT jsonb_array_elements_text(x::jsonb)) \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(o, k, e, p, x) \
@@ -85,18 +85,12 @@ async fn store_anomalies(tx: &mut PgConnection, anomalies: &[Anomaly]) -> Result
     .bind(&kinds)
     .bind(&events)
     .bind(&payments)
-    .bind(&earlier)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .bind(&earlier);
 }
 
-async fn store_reports(
-    tx: &mut PgConnection,
-    reports: &[CustomPaymentReport],
-) -> Result<(), sqlx::Error> {
+fn write_reports(w: &mut Writes, reports: &[CustomPaymentReport]) {
     if reports.is_empty() {
-        return Ok(());
+        return;
     }
     let col =
         |f: fn(&CustomPaymentReport) -> &str| -> Vec<&str> { reports.iter().map(f).collect() };
@@ -117,7 +111,7 @@ async fn store_reports(
         .iter()
         .map(|r| r.stripe_customer.as_deref())
         .collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO custom_payments (report_id, order_id, outcome, amount, currency, \
          custom_payment_method_type, payment_reference, initiated_at, completed_at, \
          customer_email, stripe_customer) \
@@ -137,26 +131,19 @@ async fn store_reports(
     .bind(&initiated)
     .bind(&completed)
     .bind(&emails)
-    .bind(&customers)
-    .execute(&mut *tx)
-    .await?;
+    .bind(&customers);
     // Each report is recorded to Stripe once: its job, with the key every
     // call will carry, commits with the report (and wakes the reporter).
     let keys: Vec<String> = reports
         .iter()
         .map(|r| record::idempotency_key(&r.id, 0))
         .collect();
-    sqlx::query(
+    w.part(
         "INSERT INTO payment_record_jobs (report_id, order_id, idempotency_key) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
     )
     .bind(&ids)
     .bind(&orders)
-    .bind(&keys)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT pg_notify('payment_record_jobs', '')")
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    .bind(&keys);
+    w.notify("payment_record_jobs");
 }

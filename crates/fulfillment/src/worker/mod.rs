@@ -112,6 +112,14 @@ impl Worker {
         );
         let permits = Arc::new(Semaphore::new(self.concurrency));
         loop {
+            // The batch forms only once a permit is free. While every permit
+            // is busy, deliveries wait in the consumer and the next batch
+            // takes all of them: batches grow with the load, and a lone
+            // event on a quiet queue goes at once.
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+                _ = shutdown.wait() => break,
+            };
             let next = tokio::select! {
                 next = consumer.next() => next,
                 _ = shutdown.wait() => break,
@@ -135,7 +143,6 @@ impl Worker {
                     _ => break,
                 }
             }
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
             let worker = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
