@@ -22,7 +22,7 @@
 //! Parked events are loaded even when `upkeep` flagged them expired (`PARKED_TTL`):
 //! a late session still releases them, and `processed_events` records the result.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 mod lifecycle;
 mod line_items;
@@ -37,8 +37,8 @@ use fulfillment_core::{
 };
 pub use fulfillment_core::{Outcome, Report};
 use sqlx::{PgConnection, PgPool, Row};
-use writes::Writes;
 use time::OffsetDateTime;
+use writes::Writes;
 
 pub type EventResult = Result<(Outcome, Report), sqlx::Error>;
 
@@ -65,7 +65,14 @@ pub async fn process_batch(
     let mut ledger = Ledger::new(orders, links, parked).with_payments(order_payments);
     let mut effects = ledger.apply(events, is_new, OffsetDateTime::now_utc());
     let results = std::mem::take(&mut effects.results);
-    write(&mut tx, &effects, ledger.parked(), line_items).await?;
+    write(
+        &mut tx,
+        &effects,
+        ledger.parked(),
+        &first_bodies(events),
+        line_items,
+    )
+    .await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -88,6 +95,7 @@ async fn write(
     tx: &mut PgConnection,
     effects: &Effects,
     parked: &[ParkedEvent],
+    bodies: &HashMap<&str, &[u8]>,
     line_items: LineItems,
 ) -> Result<(), sqlx::Error> {
     let mut w = Writes::default();
@@ -98,7 +106,7 @@ async fn write(
     write_links(&mut w, &effects.new_links);
     write_parked(&mut w, parked);
     payments::write(&mut w, effects);
-    write_outcomes(&mut w, &effects.processed);
+    write_outcomes(&mut w, &effects.processed, bodies);
     w.execute(tx).await
 }
 
@@ -180,49 +188,65 @@ fn write_parked(w: &mut Writes, parked: &[ParkedEvent]) {
     .bind(bodies);
 }
 
-fn write_outcomes(w: &mut Writes, processed: &BTreeMap<String, (Outcome, Option<String>)>) {
+/// The outcome of every event the batch decided, and the raw body of those
+/// it claimed (an event released from parking has had its body since it
+/// was parked, and keeps it).
+fn write_outcomes(
+    w: &mut Writes,
+    processed: &BTreeMap<String, (Outcome, Option<String>)>,
+    bodies: &HashMap<&str, &[u8]>,
+) {
     if processed.is_empty() {
         return;
     }
     let ids: Vec<&str> = processed.keys().map(String::as_str).collect();
     let labels: Vec<&str> = processed.values().map(|(o, _)| o.label()).collect();
     let orders: Vec<Option<&str>> = processed.values().map(|(_, o)| o.as_deref()).collect();
+    let raw: Vec<Option<&[u8]>> = ids.iter().map(|id| bodies.get(id).copied()).collect();
     w.part(
-        "UPDATE processed_events AS p SET outcome = u.outcome, order_id = u.order_id, processed_at = now() \
-         FROM unnest($1::text[], $2::text[], $3::text[]) AS u(event_id, outcome, order_id) \
+        "UPDATE processed_events AS p SET outcome = u.outcome, order_id = u.order_id, \
+         processed_at = now(), body = coalesce(u.body, p.body) \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(event_id, outcome, order_id, body) \
          WHERE p.event_id = u.event_id",
     )
     .bind(ids)
     .bind(labels)
-    .bind(orders);
+    .bind(orders)
+    .bind(raw);
+}
+
+/// Each event id's raw body, from its first copy in the batch: what Stripe
+/// sent, for an operator to see (`events show`).
+fn first_bodies<'a>(events: &[(&'a OrderEvent, &'a [u8])]) -> HashMap<&'a str, &'a [u8]> {
+    let mut bodies = HashMap::with_capacity(events.len());
+    for (event, body) in events {
+        bodies.entry(event.id.as_str()).or_insert(*body);
+    }
+    bodies
 }
 
 /// Inserts the dedup records in id order; returns the ids claimed now. A
 /// concurrent copy of an event blocks here until the first commits or rolls
-/// back.
+/// back. The record is narrow here (no body): the batch's one write
+/// statement completes it, so the ~2 KiB body is written once, not twice.
 async fn claim_events(
     tx: &mut PgConnection,
     events: &[(&OrderEvent, &[u8])],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    // The first copy of each id is the one the batch applies; its raw body
-    // is stored with the claim, so an operator sees exactly what Stripe sent.
-    let mut unique: Vec<(&str, &str, &[u8])> = events
+    let mut unique: Vec<(&str, &str)> = events
         .iter()
-        .map(|(e, body)| (e.id.as_str(), e.event_type.as_str(), *body))
+        .map(|(e, _)| (e.id.as_str(), e.event_type.as_str()))
         .collect();
-    unique.sort_by_key(|(id, _, _)| *id);
-    unique.dedup_by_key(|(id, _, _)| *id);
-    let ids: Vec<&str> = unique.iter().map(|(id, _, _)| *id).collect();
-    let types: Vec<&str> = unique.iter().map(|(_, kind, _)| *kind).collect();
-    let bodies: Vec<&[u8]> = unique.iter().map(|(_, _, body)| *body).collect();
+    unique.sort_by_key(|(id, _)| *id);
+    unique.dedup_by_key(|(id, _)| *id);
+    let (ids, types): (Vec<&str>, Vec<&str>) = unique.into_iter().unzip();
     let claimed: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO processed_events (event_id, event_type, outcome, body, received_at) \
-         SELECT id, kind, 'processing', body, now() FROM unnest($1::text[], $2::text[], $3::bytea[]) AS e(id, kind, body) \
+        "INSERT INTO processed_events (event_id, event_type, outcome, received_at) \
+         SELECT id, kind, 'processing', now() FROM unnest($1::text[], $2::text[]) AS e(id, kind) \
          ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(&ids)
     .bind(&types)
-    .bind(&bodies)
     .fetch_all(&mut *tx)
     .await?;
     Ok(claimed.into_iter().collect())

@@ -11,9 +11,9 @@ use fulfillment_core::{
     Dispute, DisputeStatus, LastFailure, Lifecycle, Order, PaymentError, Refund, RefundStatus,
 };
 use serde::Deserialize;
+use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::Row;
 
 use super::Writes;
 

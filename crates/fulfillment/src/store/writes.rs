@@ -151,7 +151,10 @@ mod tests {
         let (sql, n) = renumber("SELECT * FROM unnest($1::text[], $2::int8[], $10)", 3);
         assert_eq!(sql, "SELECT * FROM unnest($4::text[], $5::int8[], $13)");
         assert_eq!(n, 10);
-        assert_eq!(renumber("SELECT '$' || 'x'", 5), ("SELECT '$' || 'x'".into(), 0));
+        assert_eq!(
+            renumber("SELECT '$' || 'x'", 5),
+            ("SELECT '$' || 'x'".into(), 0)
+        );
     }
 
     #[test]
