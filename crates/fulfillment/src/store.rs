@@ -22,7 +22,7 @@
 //! Parked events are loaded even when `upkeep` flagged them expired (`PARKED_TTL`):
 //! a late session still releases them, and `processed_events` records the result.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod lifecycle;
 mod line_items;
@@ -50,8 +50,9 @@ pub async fn process_batch(
     events: &[(&OrderEvent, &[u8])],
     line_items: LineItems,
 ) -> Result<Vec<(Outcome, Report)>, sqlx::Error> {
+    let firsts = first_copies(events);
     let mut tx = pool.begin().await?;
-    let claimed = claim_events(&mut tx, events).await?;
+    let claimed = claim_events(&mut tx, &firsts).await?;
     let is_new = |id: &str| claimed.contains(id);
     let plan = BatchPlan::new(events.iter().map(|(e, _)| *e), is_new);
     lock_all(&mut tx, &plan.first_locks()).await?;
@@ -65,14 +66,7 @@ pub async fn process_batch(
     let mut ledger = Ledger::new(orders, links, parked).with_payments(order_payments);
     let mut effects = ledger.apply(events, is_new, OffsetDateTime::now_utc());
     let results = std::mem::take(&mut effects.results);
-    write(
-        &mut tx,
-        &effects,
-        ledger.parked(),
-        &first_bodies(events),
-        line_items,
-    )
-    .await?;
+    write(&mut tx, &effects, ledger.parked(), &firsts, line_items).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -95,7 +89,7 @@ async fn write(
     tx: &mut PgConnection,
     effects: &Effects,
     parked: &[ParkedEvent],
-    bodies: &HashMap<&str, &[u8]>,
+    firsts: &FirstCopies<'_>,
     line_items: LineItems,
 ) -> Result<(), sqlx::Error> {
     let mut w = Writes::default();
@@ -106,7 +100,7 @@ async fn write(
     write_links(&mut w, &effects.new_links);
     write_parked(&mut w, parked);
     payments::write(&mut w, effects);
-    write_outcomes(&mut w, &effects.processed, bodies);
+    write_outcomes(&mut w, &effects.processed, firsts);
     w.execute(tx).await
 }
 
@@ -194,7 +188,7 @@ fn write_parked(w: &mut Writes, parked: &[ParkedEvent]) {
 fn write_outcomes(
     w: &mut Writes,
     processed: &BTreeMap<String, (Outcome, Option<String>)>,
-    bodies: &HashMap<&str, &[u8]>,
+    firsts: &FirstCopies<'_>,
 ) {
     if processed.is_empty() {
         return;
@@ -202,7 +196,10 @@ fn write_outcomes(
     let ids: Vec<&str> = processed.keys().map(String::as_str).collect();
     let labels: Vec<&str> = processed.values().map(|(o, _)| o.label()).collect();
     let orders: Vec<Option<&str>> = processed.values().map(|(_, o)| o.as_deref()).collect();
-    let raw: Vec<Option<&[u8]>> = ids.iter().map(|id| bodies.get(id).copied()).collect();
+    let raw: Vec<Option<&[u8]>> = ids
+        .iter()
+        .map(|id| firsts.get(id).map(|first| first.body))
+        .collect();
     w.part(
         "UPDATE processed_events AS p SET outcome = u.outcome, order_id = u.order_id, \
          processed_at = now(), body = coalesce(u.body, p.body) \
@@ -215,14 +212,26 @@ fn write_outcomes(
     .bind(raw);
 }
 
-/// Each event id's raw body, from its first copy in the batch: what Stripe
-/// sent, for an operator to see (`events show`).
-fn first_bodies<'a>(events: &[(&'a OrderEvent, &'a [u8])]) -> HashMap<&'a str, &'a [u8]> {
-    let mut bodies = HashMap::with_capacity(events.len());
+/// The first copy of an event id in the batch (the one the ledger applies):
+/// its type, and its raw body as Stripe sent it, for an operator to see
+/// (`events show`).
+struct FirstCopy<'a> {
+    event_type: &'a str,
+    body: &'a [u8],
+}
+
+/// Every event id of the batch, in id order, with its first copy.
+type FirstCopies<'a> = BTreeMap<&'a str, FirstCopy<'a>>;
+
+fn first_copies<'a>(events: &[(&'a OrderEvent, &'a [u8])]) -> FirstCopies<'a> {
+    let mut firsts = FirstCopies::new();
     for (event, body) in events {
-        bodies.entry(event.id.as_str()).or_insert(*body);
+        firsts.entry(event.id.as_str()).or_insert(FirstCopy {
+            event_type: event.event_type.as_str(),
+            body,
+        });
     }
-    bodies
+    firsts
 }
 
 /// Inserts the dedup records in id order; returns the ids claimed now. A
@@ -231,15 +240,10 @@ fn first_bodies<'a>(events: &[(&'a OrderEvent, &'a [u8])]) -> HashMap<&'a str, &
 /// statement completes it, so the ~2 KiB body is written once, not twice.
 async fn claim_events(
     tx: &mut PgConnection,
-    events: &[(&OrderEvent, &[u8])],
+    firsts: &FirstCopies<'_>,
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let mut unique: Vec<(&str, &str)> = events
-        .iter()
-        .map(|(e, _)| (e.id.as_str(), e.event_type.as_str()))
-        .collect();
-    unique.sort_by_key(|(id, _)| *id);
-    unique.dedup_by_key(|(id, _)| *id);
-    let (ids, types): (Vec<&str>, Vec<&str>) = unique.into_iter().unzip();
+    let ids: Vec<&str> = firsts.keys().copied().collect();
+    let types: Vec<&str> = firsts.values().map(|first| first.event_type).collect();
     let claimed: Vec<String> = sqlx::query_scalar(
         "INSERT INTO processed_events (event_id, event_type, outcome, received_at) \
          SELECT id, kind, 'processing', now() FROM unnest($1::text[], $2::text[]) AS e(id, kind) \
