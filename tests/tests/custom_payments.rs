@@ -21,25 +21,6 @@ fn with_secret() -> Vec<(&'static str, String)> {
     vec![("CUSTOM_PAYMENT_SECRET", CUSTOM_TEST_SECRET.to_owned())]
 }
 
-/// Every downstream message until the exchange goes quiet, as JSON.
-async fn messages(tap: &Tap) -> Vec<Value> {
-    tap.drain(QUIET)
-        .await
-        .into_iter()
-        .map(|m| {
-            let body: Value = serde_json::from_slice(&m.delivery.data).expect("JSON");
-            let id = m
-                .delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.to_string());
-            assert_eq!(body["message_id"].as_str(), id.as_deref());
-            body
-        })
-        .collect()
-}
-
 async fn metrics(svc: &Service) -> String {
     get(svc.metrics_port, "/metrics").await.unwrap().text()
 }
@@ -65,7 +46,7 @@ async fn a_guaranteed_report_pays_the_order_once() {
     let again = post_custom_payment(svc.http_port, &body, Some(CUSTOM_TEST_SECRET)).await;
     assert_eq!(again.status, 200);
 
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(msgs.len(), 1, "{msgs:#?}");
     let paid = &msgs[0];
     assert_eq!(paid["type"], "order.paid");
@@ -153,7 +134,8 @@ async fn a_failed_report_fails_the_order_and_a_later_one_pays_it() {
     let reply = post_custom_payment(svc.http_port, &paid, Some(CUSTOM_TEST_SECRET)).await;
     assert_eq!(reply.status, 200);
     wait_status(&db, "ord_f", "paid", WAIT).await;
-    let types: Vec<Value> = messages(&tap)
+    let types: Vec<Value> = tap
+        .drain_messages(QUIET)
         .await
         .iter()
         .map(|m| m["type"].clone())
@@ -192,7 +174,7 @@ async fn paid_by_stripe_and_by_a_custom_method_is_an_anomaly() {
             .unwrap(),
         "paid"
     );
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     let paid: Vec<&Value> = msgs.iter().filter(|m| m["type"] == "order.paid").collect();
     assert_eq!(paid.len(), 1, "no second order.paid: {msgs:#?}");
     assert_eq!(paid[0]["payment_method"], json!({"kind": "stripe"}));
@@ -232,7 +214,8 @@ async fn two_custom_payments_with_different_ids_are_an_anomaly() {
         assert_eq!(reply.status, 200);
     }
     wait_count(&db, "SELECT count(*) FROM order_anomalies", 1, WAIT).await;
-    let paid = messages(&tap)
+    let paid = tap
+        .drain_messages(QUIET)
         .await
         .into_iter()
         .filter(|m| m["type"] == "order.paid")
@@ -374,7 +357,7 @@ async fn send_custom_payment_is_a_smoke_test() {
     assert!(ok, "{out}");
     assert!(out.contains("-> 200"), "{out}");
     wait_status(&db, "ord_cli", "paid", WAIT).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(
         msgs[0]["payment_method"],
         json!({"kind": "custom", "type": "cpmt_demo", "payment_reference": "psp_demo_1"})

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fulfillment_tests::amqp::{Tap, publish_to_queue};
+use fulfillment_tests::amqp::publish_to_queue;
 use fulfillment_tests::db::{connect, count, wait_count, wait_status};
 use fulfillment_tests::events::{payment_intent_succeeded, session};
 use fulfillment_tests::http::{get, post_signed};
@@ -20,36 +20,6 @@ const COMPLETED: &str = "checkout.session.completed";
 const EXPIRED: &str = "checkout.session.expired";
 const ASYNC_OK: &str = "checkout.session.async_payment_succeeded";
 const ASYNC_FAILED: &str = "checkout.session.async_payment_failed";
-
-/// Downstream messages received until the exchange goes quiet, as JSON.
-async fn messages(tap: &Tap) -> Vec<Value> {
-    tap.drain(QUIET)
-        .await
-        .into_iter()
-        .map(|m| {
-            let body: Value = serde_json::from_slice(&m.delivery.data).expect("JSON message");
-            let id = m
-                .delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .expect("message_id")
-                .to_string();
-            assert_eq!(body["message_id"], id, "AMQP message_id matches the body");
-            assert_eq!(
-                body["type"],
-                m.delivery.routing_key.as_str(),
-                "routing key = type"
-            );
-            assert_eq!(
-                *m.delivery.properties.delivery_mode(),
-                Some(2),
-                "persistent"
-            );
-            body
-        })
-        .collect()
-}
 
 fn types_for(msgs: &[Value], order: &str) -> Vec<String> {
     msgs.iter()
@@ -159,7 +129,7 @@ async fn every_state_machine_row_end_to_end() {
         WAIT,
     )
     .await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(types_for(&msgs, "ord_paid"), ["order.paid"]);
     assert_eq!(types_for(&msgs, "ord_free"), ["order.paid"]);
     assert_eq!(
@@ -237,7 +207,7 @@ async fn a_storm_of_duplicates_applies_once() {
         count(&db, "SELECT count(*) FROM order_transitions").await,
         1
     );
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(
         types_for(&msgs, "ord_storm"),
         ["order.paid"],
@@ -273,7 +243,7 @@ async fn concurrent_mixed_events_for_one_order_end_paid_once() {
     .await;
     wait_status(&db, "ord_mix", "paid", WAIT).await;
     assert_eq!(count(&db, "SELECT count(*) FROM parked_events").await, 0);
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     let paid = types_for(&msgs, "ord_mix")
         .iter()
         .filter(|t| *t == "order.paid")
@@ -313,7 +283,7 @@ async fn payment_intent_before_its_session_is_parked_then_applied() {
     .await;
     wait_status(&db, "ord_early", "paid", WAIT).await;
     assert_eq!(count(&db, "SELECT count(*) FROM parked_events").await, 0);
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(
         types_for(&msgs, "ord_early"),
         ["order.awaiting_payment", "order.paid"]
@@ -389,7 +359,11 @@ async fn a_poison_message_is_dead_lettered_and_later_events_flow() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     wait_for_metric(&svc, "fulfillment_dlq_depth 0").await;
-    assert_eq!(messages(&tap).await.len(), 1, "only ord_after's order.paid");
+    assert_eq!(
+        tap.drain_messages(QUIET).await.len(),
+        1,
+        "only ord_after's order.paid"
+    );
 }
 
 #[tokio::test]
@@ -487,7 +461,7 @@ async fn replaying_a_message_that_succeeded_is_harmless() {
     wait_for_metric(&svc, r#"outcome="duplicate"} 1"#).await;
     assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(
-        types_for(&messages(&tap).await, "ord_twice"),
+        types_for(&tap.drain_messages(QUIET).await, "ord_twice"),
         ["order.paid"]
     );
 }

@@ -23,36 +23,6 @@ const REFUNDED: &str = "charge.refunded";
 const DISPUTE_CREATED: &str = "charge.dispute.created";
 const DISPUTE_CLOSED: &str = "charge.dispute.closed";
 
-/// Downstream messages until the exchange goes quiet, as JSON; checks the
-/// AMQP properties every message must carry.
-async fn messages(tap: &Tap) -> Vec<Value> {
-    tap.drain(QUIET)
-        .await
-        .into_iter()
-        .map(|m| {
-            let body: Value = serde_json::from_slice(&m.delivery.data).expect("JSON message");
-            let id = m
-                .delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .expect("message_id");
-            assert_eq!(
-                body["message_id"],
-                id.as_str(),
-                "AMQP message_id matches the body"
-            );
-            assert!(id.as_str().len() <= 255);
-            assert_eq!(
-                body["type"],
-                m.delivery.routing_key.as_str(),
-                "routing key = type"
-            );
-            body
-        })
-        .collect()
-}
-
 fn for_order<'a>(msgs: &'a [Value], order: &str) -> Vec<&'a Value> {
     msgs.iter().filter(|m| m["order_id"] == order).collect()
 }
@@ -197,7 +167,7 @@ async fn every_row_of_contract_8_6() {
         wait_status(&db, order, status, WAIT).await;
     }
     all_published(&db).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(
         types(&for_order(&msgs, "ord_proc")),
         ["order.awaiting_payment"]
@@ -351,7 +321,7 @@ async fn a_payment_intent_that_fails_then_succeeds_ends_paid() {
     post(&svc, &success).await;
     wait_status(&db, "ord_retry", "paid", WAIT).await;
     all_published(&db).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     let mine = for_order(&msgs, "ord_retry");
     assert_eq!(
         types(&mine),
@@ -422,7 +392,7 @@ async fn a_refund_before_its_order_is_known_is_parked_then_applied() {
         (Some(1500), Some("partial".into()))
     );
     all_published(&db).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     let mine = for_order(&msgs, "ord_late");
     assert_eq!(types(&mine), ["order.paid", "order.refunded"]);
     assert_eq!(mine[1]["event_id"], "evt_early_rf");
@@ -475,7 +445,7 @@ async fn partial_and_full_refunds_out_of_order_and_duplicated() {
     post(&svc, &full).await;
 
     all_published(&db).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     for order in ["ord_rev", "ord_fwd"] {
         assert_eq!(
             refund_of(&db, order).await,
@@ -555,7 +525,7 @@ async fn a_dispute_lost_and_one_whose_created_comes_last() {
     post(&svc, &created).await;
 
     all_published(&db).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(
         types(&for_order(&msgs, "ord_lost")),
         ["order.paid", "order.disputed", "order.dispute_closed"]
@@ -647,7 +617,7 @@ async fn real_payment_intent_payloads_apply_byte_for_byte() {
     )
     .await;
     all_published(&db).await;
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     let attempt = |n: usize| {
         let order = format!("ord_fx_{n}");
         let mine = for_order(&msgs, &order);

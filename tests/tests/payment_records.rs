@@ -49,15 +49,6 @@ async fn wait_job(db: &PgPool, report_id: &str, state: &str) -> Option<String> {
         .unwrap()
 }
 
-/// Downstream messages until the exchange goes quiet.
-async fn messages(tap: &Tap) -> Vec<Value> {
-    tap.drain(QUIET)
-        .await
-        .into_iter()
-        .map(|m| serde_json::from_slice(&m.delivery.data).expect("JSON"))
-        .collect()
-}
-
 fn of_type<'a>(msgs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     msgs.iter().filter(|m| m["type"] == kind).collect()
 }
@@ -142,7 +133,7 @@ async fn a_guaranteed_report_gives_one_paid_order_and_one_record_with_the_right_
         Some(sent["completed_at"].to_string().as_str())
     );
 
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(of_type(&msgs, "order.paid").len(), 1, "{msgs:#?}");
     let recorded = of_type(&msgs, "order.payment_recorded");
     assert_eq!(recorded.len(), 1, "{msgs:#?}");
@@ -199,7 +190,7 @@ async fn a_guaranteed_report_gives_one_paid_order_and_one_record_with_the_right_
         1
     );
     assert_eq!(stripe.payment_records().len(), 3);
-    let paid = of_type(&messages(&tap).await, "order.paid").len();
+    let paid = of_type(&tap.drain_messages(QUIET).await, "order.paid").len();
     assert_eq!(paid, 0, "no second order.paid");
 }
 
@@ -284,7 +275,7 @@ async fn a_reporter_killed_between_stripes_answer_and_its_commit_still_makes_one
         calls[1].replayed,
         "and Stripe answered with the saved result"
     );
-    let recorded = of_type(&messages(&tap).await, "order.payment_recorded").len();
+    let recorded = of_type(&tap.drain_messages(QUIET).await, "order.payment_recorded").len();
     assert_eq!(recorded, 1);
     drop(svc);
 }
@@ -352,7 +343,7 @@ async fn stripe_refusing_is_kept_for_a_person_and_retry_record_sends_it_after_a_
         out.contains("REFUSED by Stripe after 1 attempt(s): Stripe answered 400"),
         "{out}"
     );
-    let recorded = of_type(&messages(&tap).await, "order.payment_recorded").len();
+    let recorded = of_type(&tap.drain_messages(QUIET).await, "order.payment_recorded").len();
     assert_eq!(recorded, 0);
 
     // The cause is fixed (here: the stand-in accepts again); a person sends it again.
@@ -367,7 +358,7 @@ async fn stripe_refusing_is_kept_for_a_person_and_retry_record_sends_it_after_a_
         Some("fulfillment-payment-record/cpay_no/retry-1"),
         "a new key: Stripe keeps a refusal under the old one"
     );
-    let msgs = messages(&tap).await;
+    let msgs = tap.drain_messages(QUIET).await;
     assert_eq!(
         of_type(&msgs, "order.payment_recorded")[0]["payment_record_id"],
         record_id.as_str()

@@ -80,6 +80,37 @@ impl Tap {
         }
         all
     }
+
+    /// Every downstream message (a tap on the `fulfillment` exchange) that
+    /// arrives until `quiet` passes without one, as JSON. Each is checked
+    /// against what every downstream message carries (contract 6):
+    /// persistent, an AMQP `message_id` within the short-string limit that
+    /// equals the body's, and the body's `type` as the routing key.
+    pub async fn drain_messages(&self, quiet: Duration) -> Vec<serde_json::Value> {
+        self.drain(quiet)
+            .await
+            .into_iter()
+            .map(|m| {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&m.delivery.data).expect("a JSON message");
+                let properties = &m.delivery.properties;
+                let id = properties.message_id().as_ref().expect("message_id");
+                assert_eq!(
+                    body["message_id"],
+                    id.as_str(),
+                    "AMQP message_id matches the body"
+                );
+                assert!(id.as_str().len() <= 255);
+                assert_eq!(
+                    body["type"],
+                    m.delivery.routing_key.as_str(),
+                    "routing key = type"
+                );
+                assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+                body
+            })
+            .collect()
+    }
 }
 
 /// Gets (and acks) the next message of any queue, polling until `within`.
